@@ -1,0 +1,1 @@
+"""The ``geomatch`` command line. One module per command; shared options live in ``options``."""

@@ -1,0 +1,281 @@
+"""Pipeline configuration: TOML stage tables loaded into typed, frozen dataclasses.
+
+Precedence: built-in defaults (the dataclass fields) < pipeline file < overrides (CLI flags or API
+keywords). Everything is validated before any raster is opened: an unknown stage, key or plugin
+name is a ``ConfigError`` that lists the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from geomatch import registry
+from geomatch.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """How the two rasters are read and brought onto one grid."""
+
+    optical_bands: tuple[int, ...] = ()  # 1-based; empty: all bands, averaged to grey
+    sar_bands: tuple[int, ...] = ()  # 1-based; empty: band 1
+    optical_nodata: float | None = None  # overrides the file's nodata
+    sar_nodata: float | None = None
+    optical_mask: str = ""  # raster path, nonzero = valid
+    sar_mask: str = ""
+    sar_scale: str = "auto"  # auto | linear | db: how SAR values are stored
+    resampling: str = "bilinear"  # SAR onto the optical grid
+    min_overlap_px: int = 96
+
+
+@dataclass(frozen=True)
+class TilesConfig:
+    size: int = 512  # core tile size in optical pixels; the halo is added around it
+
+
+@dataclass(frozen=True)
+class CoarseConfig:
+    """Initial transform estimate before the fine search (capture range)."""
+
+    enabled: bool = True
+    max_shift_px: float = 48.0
+    max_rotation_deg: float = 0.0
+    scale_range: tuple[float, ...] = (1.0,)
+    downsample: int = 4
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    plugin: str = "harris"
+    max_points_per_tile: int = 64
+    cell_size: int = 48  # grid non-maximum suppression cell, pixels
+    min_contrast: float = 0.02  # textureless patches (std below this, in [0,1] units) are skipped
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    plugin: str = "ncc"
+    weights: str = "auto"  # auto | none | a shipped tag | a checkpoint path
+    search_radius: float = 12.0
+    search_units: str = "px"  # px | m
+    coarse_step: int = 4
+    batch_size: int = 256
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    min_score: float = 0.5
+    max_ratio: float = 0.98
+    local_radius_px: float = 150.0
+    local_max_dev_px: float = 3.0
+    model: str = "affine"  # affine | poly2
+    ransac_threshold_px: float = 2.0
+
+
+@dataclass(frozen=True)
+class WriteConfig:
+    plugin: str = "gpkg"
+    plot: bool = True
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str = "default"
+    description: str = ""
+    pair: PairConfig = PairConfig()
+    tiles: TilesConfig = TilesConfig()
+    coarse: CoarseConfig = CoarseConfig()
+    detect: DetectConfig = DetectConfig()
+    match: MatchConfig = MatchConfig()
+    filter: FilterConfig = FilterConfig()
+    write: WriteConfig = WriteConfig()
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+STAGES: dict[str, type] = {
+    name: hint for name, hint in typing.get_type_hints(PipelineConfig).items() if name not in ("name", "description")
+}
+# Stages whose `plugin` key names a registered plugin of this kind.
+PLUGIN_KINDS = {"detect": "detectors", "match": "matchers", "write": "writers"}
+CHOICES = {
+    ("pair", "sar_scale"): ("auto", "linear", "db"),
+    ("pair", "resampling"): ("nearest", "bilinear", "cubic"),
+    ("match", "search_units"): ("px", "m"),
+    ("filter", "model"): ("affine", "poly2"),
+}
+
+
+def _coerce(where: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(where, value, inner[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(f"{where}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _build_stage(stage: str, cls: type, values: dict) -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in valid:
+            raise ConfigError(f"unknown key '{key}' in stage [{stage}]; valid keys: {', '.join(valid)}")
+        kwargs[key] = _coerce(f"[{stage}] {key}", value, hints[key])
+        choices = CHOICES.get((stage, key))
+        if choices and kwargs[key] not in choices:
+            raise ConfigError(f"[{stage}] {key} = {value!r} is not valid; choose one of: {', '.join(choices)}")
+    obj = cls(**kwargs)
+    if stage in PLUGIN_KINDS:
+        kind = PLUGIN_KINDS[stage]
+        valid_names = registry.names(kind)
+        if obj.plugin not in valid_names:
+            raise ConfigError(
+                f"[{stage}] plugin = '{obj.plugin}' is not an installed {kind[:-1]}; "
+                f"valid choices: {', '.join(valid_names)}"
+            )
+    return obj
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key in STAGES:
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(items: dict[str, Any]) -> dict:
+    """Turn {'match.search_radius': 24} or {'match__search_radius': 24} into nested tables."""
+    nested: dict = {}
+    for dotted, value in items.items():
+        key = dotted.replace("__", ".")
+        if "." not in key:
+            raise ConfigError(f"override '{dotted}' must look like STAGE.KEY; stages: {', '.join(STAGES)}")
+        stage, name = key.split(".", 1)
+        nested.setdefault(stage, {})[name] = value
+    return nested
+
+
+def build(data: dict, overrides: dict | None = None, source: str = "<dict>") -> PipelineConfig:
+    """Validate a raw table (as read from TOML) plus overrides into a PipelineConfig."""
+    merged = _merge(data, parse_overrides(overrides or {}))
+    kwargs: dict[str, Any] = {}
+    for key, value in merged.items():
+        if key in ("name", "description"):
+            kwargs[key] = _coerce(f"{source}: {key}", value, str)
+        elif key in STAGES:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: stage [{key}] must be a table")
+            kwargs[key] = _build_stage(key, STAGES[key], value)
+        else:
+            raise ConfigError(f"{source}: unknown stage [{key}]; valid stages: {', '.join(STAGES)}")
+    for stage, cls in STAGES.items():
+        # Defaults go through the same check so an uninstalled default plugin is caught early.
+        kwargs.setdefault(stage, _build_stage(stage, cls, {}))
+    return PipelineConfig(**kwargs)
+
+
+def shipped_pipelines() -> dict[str, Path]:
+    root = resources.files("geomatch_pipelines")
+    return {p.name[:-5]: Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def resolve_pipeline_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"pipeline file {path} not found; give an existing .toml or a shipped name")
+        return path
+    shipped = shipped_pipelines()
+    if name_or_path not in shipped:
+        raise ConfigError(
+            f"unknown pipeline '{name_or_path}'; shipped pipelines: {', '.join(sorted(shipped))} "
+            "(or give a path to a .toml file)"
+        )
+    return shipped[name_or_path]
+
+
+def load(name_or_path: str = "default", overrides: dict | None = None) -> PipelineConfig:
+    path = resolve_pipeline_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file") from exc
+    data.setdefault("name", path.stem)
+    return build(data, overrides, source=str(path))
+
+
+def to_toml(cfg: PipelineConfig) -> str:
+    """Render a resolved config as TOML (what `geomatch pipelines show` prints)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {fmt(x)}" for k, x in v.items()) + "}"
+        return repr(v)
+
+    d = cfg.as_dict()
+    lines = [f"name = {fmt(d.pop('name'))}", f"description = {fmt(d.pop('description'))}"]
+    for stage, table in d.items():
+        lines.append(f"\n[{stage}]")
+        for key, value in table.items():
+            if value is None:
+                lines.append(f"# {key} = (unset)")
+            else:
+                lines.append(f"{key} = {fmt(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_set_options(sets: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Parse repeated ``--set STAGE.KEY=VALUE`` (VALUE in TOML syntax; bare words are strings)."""
+    out: dict[str, Any] = {}
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected STAGE.KEY=VALUE, e.g. --set match.search_radius=24")
+        key, raw = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out

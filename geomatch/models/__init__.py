@@ -1,0 +1,1 @@
+"""Matcher contract, Keras-faithful building blocks, checkpoints and export."""

@@ -1,0 +1,1 @@
+"""Shipped pipeline files (TOML), found by name with ``geomatch run NAME``."""
