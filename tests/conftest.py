@@ -1,0 +1,24 @@
+"""Shared fixtures. Real image pairs come from one setting: GEOMATCH_DATA (default ../shared/data)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("GEOMATCH_DATA", ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared real-data folder; tests using it are skipped, with the reason, where it is absent."""
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"real data not found at {DATA_DIR}: set GEOMATCH_DATA to the shared data folder")
+    return DATA_DIR
+
+
+@pytest.fixture
+def runner():
+    from click.testing import CliRunner
+
+    return CliRunner()
