@@ -23,7 +23,7 @@ import importlib
 import importlib.util
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
 from geomatch.errors import BrokenPluginError, UnknownPluginError
@@ -64,7 +64,7 @@ def _check_kind(kind: str) -> str:
     return GROUPS[kind]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _entry_points(kind: str) -> dict[str, EntryPoint]:
     group = _check_kind(kind)
     found: dict[str, EntryPoint] = {}
@@ -119,7 +119,7 @@ def list_plugins(kind: str | None = None, check: bool = False) -> list[PluginInf
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(kind: str, name: str):
     eps = _entry_points(kind)
     if name not in eps:

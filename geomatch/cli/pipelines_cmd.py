@@ -19,7 +19,7 @@ def list_(as_json):
     if as_json:
         emit_json({name: str(path) for name, path in sorted(shipped.items())})
         return
-    for name, path in sorted(shipped.items()):
+    for name in sorted(shipped):
         desc = config.load(name).description
         click.echo(f"{name:<16} {desc}")
 

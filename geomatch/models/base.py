@@ -65,7 +65,7 @@ class Matcher(nn.Module):
                 f"got {tuple(optical.shape)} and {tuple(sar.shape)}"
             )
 
-    def prune(self) -> "Matcher":
+    def prune(self) -> Matcher:
         """Inference form: a copy without training-only heads, in eval mode."""
         model = copy.deepcopy(self)
         for attr in self.TRAINING_ONLY:
