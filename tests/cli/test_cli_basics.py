@@ -1,0 +1,73 @@
+"""CLI basics: version, module entry, logging levels, exit codes."""
+
+import json
+import subprocess
+import sys
+
+from geomatch import __version__
+from geomatch.cli.main import cli
+
+
+def test_version(runner):
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "geomatch", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_plugins_list_json_on_stdout(runner):
+    result = runner.invoke(cli, ["plugins", "list", "--json", "--kind", "writers"])
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert {r["name"] for r in rows} >= {"gpkg", "csv", "vrt"}
+    assert all(r["kind"] == "writers" for r in rows)
+
+
+def test_pipelines_show_applies_set_and_json(runner):
+    result = runner.invoke(cli, ["pipelines", "show", "default", "--set", "match.search_radius=5", "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["match"]["search_radius"] == 5.0
+
+
+def test_config_error_exit_code_2_one_line_no_traceback(runner, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[match]\nradius = 3\n")
+    result = runner.invoke(cli, ["pipelines", "show", str(bad)])
+    assert result.exit_code == 2
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: ") and "unknown key 'radius'" in err[0]
+    assert "Traceback" not in result.output
+
+
+def test_verbose_shows_traceback(runner, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[match]\nradius = 3\n")
+    result = runner.invoke(cli, ["-v", "pipelines", "show", str(bad)])
+    assert result.exit_code == 2 and "Traceback" in result.stderr
+
+
+def test_usage_error_exit_2(runner):
+    result = runner.invoke(cli, ["plugins", "list", "--kind", "nonsense"])
+    assert result.exit_code == 2
+
+
+def test_every_command_has_unique_option_names(runner):
+    import click
+
+    from geomatch import registry
+
+    def walk(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, path + [name])
+        else:
+            yield path, cmd
+
+    for name in registry.names("commands"):
+        top = registry.load("commands", name)
+        for path, cmd in walk(top, [name]):
+            opts = [o for p in cmd.params for o in getattr(p, "opts", [])]
+            assert len(opts) == len(set(opts)), f"duplicate options in {' '.join(path)}: {opts}"
