@@ -1,11 +1,98 @@
-"""``geomatch run``."""
+"""``geomatch run``: tie points between an optical and a SAR raster."""
+
+from __future__ import annotations
+
+import logging
 
 import click
 
-from geomatch.errors import GeomatchError
+from geomatch import config
+from geomatch.cli.options import device_opt, emit_json, json_opt, overwrite_opt, progress_enabled
+
+log = logging.getLogger(__name__)
+
+
+def _bands(value: str | None):
+    if not value:
+        return None
+    try:
+        return [int(b) for b in value.split(",")]
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: give 1-based band numbers separated by commas, e.g. 4,3,2") from exc
 
 
 @click.command("run")
-def run():
-    """Not yet available in this build."""
-    raise GeomatchError("geomatch run is not yet available in this build")
+@click.argument("pipeline", default="default")
+@click.option("--optical", required=True, type=click.Path(dir_okay=False), help="Reference (optical) raster.")
+@click.option("--sar", required=True, type=click.Path(dir_okay=False), help="Target (SAR) raster.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file (.gpkg, .csv, .vrt).")
+@click.option("--format", "fmt", type=click.Choice(["gpkg", "csv", "vrt"]), help="Writer; default from the suffix.")
+@click.option("--optical-bands", help="1-based bands averaged to grey, e.g. 4,3,2.")
+@click.option("--sar-bands", help="1-based SAR band(s), e.g. 1 (VV).")
+@click.option("--optical-nodata", type=float, help="Override the optical nodata value.")
+@click.option("--sar-nodata", type=float, help="Override the SAR nodata value.")
+@click.option("--optical-mask", type=click.Path(exists=True, dir_okay=False), help="Valid-data mask (nonzero = valid).")
+@click.option("--sar-mask", type=click.Path(exists=True, dir_okay=False), help="Valid-data mask (nonzero = valid).")
+@click.option("--search-radius", type=float, help="Expected misregistration after the coarse stage.")
+@click.option("--search-units", type=click.Choice(["px", "m"]), help="Units of --search-radius.")
+@click.option("--max-shift", type=float, help="Coarse stage: largest shift searched, optical pixels.")
+@click.option("--tile-size", type=int, help="Core tile size in optical pixels (memory is bounded by it).")
+@click.option("--matcher", help="Matcher plugin (see `geomatch plugins list --kind matchers`).")
+@click.option("--weights", help="Weights: auto, a shipped tag, or a checkpoint path.")
+@device_opt
+@click.option("--scheduler", help="dask.distributed scheduler address; default: local threads.")
+@click.option("--set", "sets", multiple=True, metavar="STAGE.KEY=VALUE", help="Override any pipeline value.")
+@click.option("--no-plot", is_flag=True, help="Skip the shift-vector PNG.")
+@overwrite_opt
+@json_opt
+def run(pipeline, optical, sar, output, fmt, optical_bands, sar_bands, optical_nodata, sar_nodata, optical_mask,
+        sar_mask, search_radius, search_units, max_shift, tile_size, matcher, weights, device, scheduler, sets,
+        no_plot, overwrite, as_json):
+    """Find tie points between OPTICAL and SAR and write them to OUTPUT.
+
+    PIPELINE is a shipped pipeline name or a .toml file (default: default). Flags beat the file.
+
+    \b
+    Examples:
+      geomatch run --optical S2.tif --sar S1.tif -o tiepoints.gpkg
+      geomatch run --optical S2.tif --sar S1.tif -o tp.gpkg --search-radius 30 --search-units m
+      geomatch run visnir --optical rgb.tif --sar nir.tif -o tp.gpkg --matcher rrlnet --weights vis-nir
+    """
+    from pathlib import Path
+
+    from geomatch.pipeline.run import run_pipeline
+
+    flags = {
+        "pair.optical_bands": _bands(optical_bands), "pair.sar_bands": _bands(sar_bands),
+        "pair.optical_nodata": optical_nodata, "pair.sar_nodata": sar_nodata,
+        "pair.optical_mask": optical_mask, "pair.sar_mask": sar_mask,
+        "match.search_radius": search_radius, "match.search_units": search_units,
+        "coarse.max_shift_px": max_shift, "tiles.size": tile_size, "match.plugin": matcher,
+        "match.weights": weights, "match.device": None if device == "auto" else device,
+    }
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides.update(config.parse_set_options(sets))
+    if fmt is None:
+        suffix = Path(output).suffix.lower().lstrip(".")
+        fmt = suffix if suffix in ("gpkg", "csv", "vrt") else None
+    cfg = config.load(pipeline, overrides)
+    result = run_pipeline(optical, sar, cfg, output, scheduler=scheduler, overwrite=overwrite,
+                          progress=progress_enabled(), plot=False if no_plot else None, fmt=fmt)
+    report(result, as_json)
+
+
+def report(result, as_json: bool) -> None:
+    """Summary at the end: points found and kept, model RMSE, time per stage."""
+    s = result.summary
+    if as_json:
+        emit_json({**s, "outputs": result.outputs})
+        return
+    model = s.get("model", {})
+    rmse = model.get("rmse_px")
+    log.info("tie points: %d found, %d kept%s", s["points_found"], s["points_kept"],
+             f", model RMSE {rmse:.2f} px" if isinstance(rmse, (int, float)) else "")
+    log.info("time per stage: %s", ", ".join(f"{k} {v:.1f}s" for k, v in s["timings_s"].items()))
+    if s.get("message"):
+        log.warning("%s", s["message"])
+    for kind, path in result.outputs.items():
+        log.info("%s: %s", kind, path)
