@@ -84,7 +84,8 @@ def process_tile(pair, tile: Tile, affine: np.ndarray, cfg: config.PipelineConfi
     # produce duplicates or gaps.
     gx, gy = kps.x + origin[0], kps.y + origin[1]
     core = tile.core
-    own = (gx >= core.col_off) & (gx < core.col_off + core.width) & (gy >= core.row_off) & (gy < core.row_off + core.height)
+    own = (gx >= core.col_off) & (gx < core.col_off + core.width)
+    own &= (gy >= core.row_off) & (gy < core.row_off + core.height)
     kps = kps.subset(own)
     if len(kps) == 0:
         return pd.DataFrame()
