@@ -1,0 +1,55 @@
+"""MGLA, RRL-Net's multi-granularity global attention (``d3_e_1g_mul2_reduce`` in the original, rrlnet-spec §3.6).
+
+One branch per axis of an (H, W, C) feature map. Each branch pools the map along its own axis with
+softmax weights taken from the mean over that axis (a GCNet-style attention pool rather than a plain
+mean), runs a 1-filter Conv1D with the ECA kernel rule along the pooled vector, and squashes it with a
+sigmoid. The input is rescaled by the three gates together.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from geomatch.models.layers import eca_kernel
+
+
+def _conv1d(n: int) -> nn.Conv1d:
+    k = eca_kernel(n)
+    return nn.Conv1d(1, 1, k, padding=k // 2, bias=True)  # odd k: Keras 'same' zero padding
+
+
+class MGLA(nn.Module):
+    """Gates an NCHW map by softmax-pooled channel, height and width descriptors.
+
+    Kernel sizes depend on the map's shape, so the module is built for one (channels, height, width).
+    """
+
+    def __init__(self, channels: int, height: int, width: int):
+        super().__init__()
+        self.shape = (channels, height, width)
+        self.conv_c = _conv1d(channels)
+        self.conv_h = _conv1d(height)
+        self.conv_w = _conv1d(width)
+
+    @property
+    def kernel_sizes(self) -> tuple[int, int, int]:
+        """(k_H, k_W, k_C), the order of the spec's table."""
+        return self.conv_h.kernel_size[0], self.conv_w.kernel_size[0], self.conv_c.kernel_size[0]
+
+    @staticmethod
+    def _softmax_like(m: torch.Tensor) -> torch.Tensor:
+        # One softmax over every entry of each sample's map; flatten(1) keeps an empty batch legal.
+        return torch.softmax(m.flatten(1), dim=1).view_as(m)
+
+    def _gate(self, conv: nn.Conv1d, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(conv(z.unsqueeze(1))).squeeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = self._softmax_like(x.mean(dim=1))  # (B, H, W): weights over positions
+        beta = self._softmax_like(x.mean(dim=2))  # (B, C, W): weights for pooling each row
+        gamma = self._softmax_like(x.mean(dim=3))  # (B, C, H): weights for pooling each column
+        a_c = self._gate(self.conv_c, torch.einsum("bchw,bhw->bc", x, alpha))
+        a_h = self._gate(self.conv_h, torch.einsum("bchw,bcw->bh", x, beta))
+        a_w = self._gate(self.conv_w, torch.einsum("bchw,bch->bw", x, gamma))
+        return x * a_c[:, :, None, None] * a_h[:, None, :, None] * a_w[:, None, None, :]
