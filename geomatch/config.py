@@ -24,7 +24,7 @@ from geomatch.errors import ConfigError
 class PairConfig:
     """How the two rasters are read and brought onto one grid."""
 
-    optical_bands: tuple[int, ...] = ()  # 1-based; empty: all bands, averaged to grey
+    optical_bands: tuple[int, ...] = ()  # 1-based; averaged to grey; empty: bands 1-3 (all if fewer)
     sar_bands: tuple[int, ...] = ()  # 1-based; empty: band 1
     optical_nodata: float | None = None  # overrides the file's nodata
     sar_nodata: float | None = None
@@ -33,6 +33,7 @@ class PairConfig:
     sar_scale: str = "auto"  # auto | linear | db: how SAR values are stored
     resampling: str = "bilinear"  # SAR onto the optical grid
     min_overlap_px: int = 96
+    implicit_border: bool = True  # no nodata declared: zeros reaching the image edge are nodata
 
 
 @dataclass(frozen=True)
