@@ -1,11 +1,115 @@
-"""``geomatch dataset``."""
+"""``geomatch dataset``: build patch datasets in the published format from co-registered image pairs."""
+
+from __future__ import annotations
 
 import click
 
-from geomatch.errors import GeomatchError
+from geomatch.cli.options import emit_json, json_opt, overwrite_opt, progress_enabled
 
 
-@click.command("dataset")
+@click.group("dataset")
 def dataset():
-    """Not yet available in this build."""
-    raise GeomatchError("geomatch dataset is not yet available in this build")
+    """Build patch-pair datasets for `geomatch train` and `geomatch evaluate`."""
+
+
+@dataset.command("build")
+@click.option("--preset", type=click.Choice(["vis-nir", "optical-sar"]),
+              help="vis-nir: --source is the VIS-NIR registration folder; country/ -> train + val (by image), "
+                   "every other category -> a test subset <name>.npy; output usable as --dataset vis-nir. "
+                   "optical-sar: --data-dir holds s1s2/ (Sentinel-1/2 scene pairs; gefolki/ is left out as the "
+                   "pipeline's test scene); split by place into train, val and test_optical-sar.")
+@click.option("--source", type=click.Path(file_okay=False), help="Source folder of the preset.")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="optical-sar preset: the data folder holding s1s2/ (e.g. ../shared/data).")
+@click.option("--pair", "pairs", nargs=2, multiple=True, type=click.Path(dir_okay=False),
+              metavar="OPTICAL SAR", help="An aligned pair (GeoTIFFs on one grid or same-size images); repeatable.")
+@click.option("--pairs", "pair_list", type=click.Path(dir_okay=False),
+              help="CSV of optical,sar[,affine[,split]] rows (affine: 2x3 .npy/.txt, optical pixel -> SAR pixel; "
+                   "split: train, val or test:NAME).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder.")
+@click.option("--patch-size", type=int, default=64, show_default=True)
+@click.option("--max-points", type=int, default=1000, show_default=True,
+              help="Keypoints per source image (each gives one positive and one negative pair).")
+@click.option("--cell-size", type=int, default=16, show_default=True, help="Detector grid cell (px).")
+@click.option("--min-contrast", type=float, default=0.02, show_default=True)
+@click.option("--detector", default="harris", show_default=True, help="Detector plugin.")
+@click.option("--hard-fraction", type=float, default=0.5, show_default=True,
+              help="Share of negatives that are hard (the SAR patch 8-24 px off the true point).")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True,
+              help="Share of the (unassigned) source images that go to validation.")
+@click.option("--test-fraction", type=float, default=0.15, show_default=True,
+              help="optical-sar preset: share of the valid pixels, by place, held out as the test split.")
+@click.option("--exclude", "exclude", multiple=True, default=("gefolki",), show_default=True,
+              help="optical-sar preset: a source or the start of scene ids to leave out; repeatable (giving it "
+                   "replaces the default, which keeps the pipeline's gefolki test scene out).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@overwrite_opt
+@json_opt
+def build(preset, source, pairs, pair_list, out_dir, patch_size, max_points, cell_size, min_contrast, detector,
+          hard_fraction, val_fraction, seed, overwrite, as_json, data_dir=None, test_fraction=0.15,
+          exclude=("gefolki",)):
+    """Cut 64x64 patch pairs (published format: uint8 (N, 2, P, P) + labels) from co-registered image pairs.
+
+    \b
+    Examples:
+      geomatch dataset build --preset vis-nir --source ../shared/data/vis-nir --out data/vis-nir-patches
+      geomatch dataset build --pair s2.tif s1.tif --pair s2b.tif s1b.tif --out data/my-patches
+      geomatch dataset build --pairs pairs.csv --out data/my-patches --max-points 500
+      geomatch dataset build --preset optical-sar --data-dir ../shared/data --out data/optical-sar-patches
+    """
+    from geomatch.errors import InputError
+    from geomatch.training.build import (
+        BuildConfig,
+        SourcePair,
+        build_dataset,
+        read_pair_list,
+        vis_nir_sources,
+    )
+
+    if preset == "optical-sar" or data_dir:
+        manifest = _optical_sar(preset, source, pairs, pair_list, data_dir, out_dir, BuildConfig(
+            patch_size=patch_size, cell_size=cell_size, min_contrast=min_contrast, detector=detector,
+            hard_fraction=hard_fraction), seed, max_points, val_fraction, test_fraction, overwrite, exclude)
+        return _report(manifest, out_dir, as_json)
+    if preset and (pairs or pair_list):
+        raise InputError("--preset takes its pairs from --source; drop --pair/--pairs")
+    if preset and not source:
+        raise InputError("--preset vis-nir needs --source DIR (the VIS-NIR registration folder)")
+    if source and not preset:
+        raise InputError("--source goes with --preset; for your own images use --pair or --pairs")
+    if preset:
+        sources = vis_nir_sources(source)
+    else:
+        sources = [SourcePair(o, s) for o, s in pairs] + (read_pair_list(pair_list) if pair_list else [])
+    cfg = BuildConfig(patch_size=patch_size, max_points=max_points, cell_size=cell_size, min_contrast=min_contrast,
+                      detector=detector, hard_fraction=hard_fraction, val_fraction=val_fraction, seed=seed)
+    manifest = build_dataset(sources, out_dir, cfg, layout=preset or "dir", overwrite=overwrite,
+                             progress=progress_enabled())
+    _report(manifest, out_dir, as_json)
+
+
+def _optical_sar(preset, source, pairs, pair_list, data_dir, out_dir, cfg, seed, max_points, val_fraction,
+                 test_fraction, overwrite, exclude) -> dict:
+    from geomatch.errors import InputError
+    from geomatch.training.sources import build_optical_sar_patches
+
+    if preset != "optical-sar":
+        raise InputError("--data-dir goes with --preset optical-sar; for your own images use --pair or --pairs")
+    if source or pairs or pair_list:
+        raise InputError("--preset optical-sar takes its scenes from --data-dir; drop --source/--pair/--pairs")
+    if not data_dir:
+        raise InputError("--preset optical-sar needs --data-dir DIR (the folder holding s1s2/, e.g. ../shared/data)")
+    return build_optical_sar_patches(data_dir, out_dir, seed=seed, per_scene=max_points, val_fraction=val_fraction,
+                                     test_fraction=test_fraction, exclude=tuple(exclude), config=cfg,
+                                     overwrite=overwrite, progress=progress_enabled())
+
+
+def _report(manifest: dict, out_dir, as_json: bool) -> None:
+    if as_json:
+        emit_json(manifest)
+        return
+    for split, info in manifest["splits"].items():
+        click.echo(f"{split:<14} {info['images_file']:<22} {info['pairs']:>8} pairs "
+                   f"({info['positives']} positive, {info['hard_negatives']} hard and "
+                   f"{info['random_negatives']} random negatives) from {info['sources']} images")
+    click.echo(f"manifest: {out_dir}/manifest.json")

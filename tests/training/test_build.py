@@ -1,0 +1,160 @@
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.transform import Affine
+from scipy import ndimage as ndi
+
+from geomatch.errors import OutputExistsError, RasterError
+from geomatch.training.build import BuildConfig, SourcePair, build_dataset, read_pair_list, vis_nir_sources
+from geomatch.training.datasets import load_dataset
+
+CFG = BuildConfig(max_points=40, cell_size=16, seed=1)
+
+
+def texture(size=192, seed=0, lo=0.0, span=255.0):
+    t = ndi.gaussian_filter(np.random.default_rng(seed).standard_normal((size, size)), 3)
+    t = (t - t.min()) / (t.max() - t.min())
+    return lo + span * t
+
+
+def to_sar(opt, seed=0):
+    noisy = np.sqrt(opt / 255.0) * 200 + np.random.default_rng(seed + 100).normal(0, 4, opt.shape)
+    return noisy.clip(0, 255)
+
+
+def save_png(path, arr):
+    Image.fromarray(np.asarray(arr).round().clip(0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def ncc(a, b):
+    a = a.reshape(len(a), -1).astype(float)
+    b = b.reshape(len(b), -1).astype(float)
+    a -= a.mean(1, keepdims=True)
+    b -= b.mean(1, keepdims=True)
+    return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1) + 1e-9)
+
+
+def test_aligned_pairs_are_balanced_and_split_by_image(tmp_path):
+    sources = []
+    for k in range(3):  # each image in its own grey band, so a patch tells which image it came from
+        opt = texture(seed=k, lo=80 * k, span=70)
+        sar = save_png(tmp_path / f"s{k}.png", to_sar(opt, k))
+        sources.append(SourcePair(save_png(tmp_path / f"o{k}.png", opt), sar))
+    manifest = build_dataset(sources, tmp_path / "out", BuildConfig(**{**CFG.__dict__, "val_fraction": 0.34}))
+    splits = {s["name"]: s["split"] for s in manifest["sources"]}
+    assert sorted(splits.values()) == ["train", "train", "val"]
+    x = np.load(tmp_path / "out" / "val.npy")
+    y = np.load(tmp_path / "out" / "val_label.npy")
+    assert x.dtype == np.uint8 and x.shape[1:] == (2, 64, 64)
+    k_val = int([n for n, s in splits.items() if s == "val"][0][1])
+    means = x[:, 0].reshape(len(x), -1).mean(1)
+    assert np.all((means >= 80 * k_val - 1) & (means <= 80 * k_val + 71))  # every val pair from the val image
+    tr = np.load(tmp_path / "out" / "train.npy")[:, 0].reshape(-1, 64 * 64).mean(1)
+    assert not np.any((tr >= 80 * k_val) & (tr <= 80 * k_val + 70))
+    for split in ("train", "val"):
+        info = manifest["splits"][split]
+        assert info["positives"] == info["negatives"] == info["pairs"] // 2
+        assert info["hard_negatives"] > 0 and info["random_negatives"] > 0
+    assert y.mean() == 0.5
+    c = ncc(x[:, 0], x[:, 1])  # a 70-level band plus SAR noise: positives correlate well below 1
+    assert c[y == 1].mean() > 0.7 and c[y == 1].mean() > c[y == 0].mean() + 0.4
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["config"]["seed"] == 1
+    with pytest.raises(OutputExistsError):
+        build_dataset(sources, tmp_path / "out", CFG)
+
+
+def test_affine_pair_positives_correspond(tmp_path):
+    opt = texture(256, seed=5)
+    a = np.deg2rad(10)
+    m = np.array([[1.05 * np.cos(a), -1.05 * np.sin(a), 12.0], [1.05 * np.sin(a), 1.05 * np.cos(a), -7.0]])
+    # The SAR pixel q shows the optical pixel p = M^-1 q (array-index coordinates, x = column).
+    inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+    rows, cols = np.mgrid[0:256, 0:256].astype(float)
+    px = inv[0, 0] * cols + inv[0, 1] * rows + inv[0, 2]
+    py = inv[1, 0] * cols + inv[1, 1] * rows + inv[1, 2]
+    sar = ndi.map_coordinates(opt, [py, px], order=1, cval=0)
+    save_png(tmp_path / "opt.png", opt)
+    save_png(tmp_path / "sar.png", sar)
+    (tmp_path / "m.txt").write_text(f"[[{m[0, 0]} {m[0, 1]} {m[0, 2]}]\n [{m[1, 0]} {m[1, 1]} {m[1, 2]}]]\n")
+    (tmp_path / "pairs.csv").write_text("optical,sar,affine,split\nopt.png,sar.png,m.txt,test:warped\n")
+    sources = read_pair_list(tmp_path / "pairs.csv")
+    assert np.allclose(sources[0].affine, m)
+    manifest = build_dataset(sources, tmp_path / "out", CFG)
+    x = np.load(tmp_path / "out" / "test_warped.npy")
+    y = np.load(tmp_path / "out" / "test_warped_label.npy")
+    assert manifest["splits"]["test:warped"]["pairs"] == len(y) > 20
+    c = ncc(x[:, 0], x[:, 1])
+    assert c[y == 1].min() > 0.9 and c[y == 0].mean() < 0.5
+    # Without the affine the same positives would not correspond.
+    sources[0].affine = None
+    build_dataset(sources, tmp_path / "plain", CFG)
+    x2, y2 = np.load(tmp_path / "plain" / "test_warped.npy"), np.load(tmp_path / "plain" / "test_warped_label.npy")
+    assert ncc(x2[:, 0], x2[:, 1])[y2 == 1].mean() < 0.5
+
+
+def _write_tif(path, arr, transform, crs="EPSG:32631"):
+    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1,
+                       dtype="float32", crs=crs, transform=transform) as dst:
+        dst.write(arr.astype(np.float32), 1)
+    return path
+
+
+def test_geotiffs_on_one_grid_and_off_grid_error(tmp_path):
+    opt = texture(seed=3)
+    grid = Affine(10, 0, 500000, 0, -10, 4500000)
+    o = _write_tif(tmp_path / "o.tif", opt / 255.0, grid)
+    s = _write_tif(tmp_path / "s.tif", 10 ** (to_sar(opt) / 100.0), grid)  # linear power: converted to dB
+    build_dataset([SourcePair(o, s)], tmp_path / "out", CFG)
+    ds = load_dataset(str(tmp_path / "out"))
+    x, y = ds.train.batch(np.arange(len(ds.train))), ds.train.labels
+    c = ncc(x[:, 0], x[:, 1])
+    assert c[y == 1].mean() > 0.9 > c[y == 0].mean()
+    off = _write_tif(tmp_path / "off.tif", opt, Affine(10, 0, 500005, 0, -10, 4500000))
+    with pytest.raises(RasterError, match="not on the grid"):
+        build_dataset([SourcePair(o, off)], tmp_path / "bad", CFG)
+
+
+def test_same_seed_same_files_other_seed_other_pairs(tmp_path):
+    opt = texture(seed=9)
+    src = [SourcePair(save_png(tmp_path / "o.png", opt), save_png(tmp_path / "s.png", to_sar(opt)))]
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        build_dataset([SourcePair(src[0].optical, src[0].sar)], tmp_path / name,
+                      BuildConfig(**{**CFG.__dict__, "seed": seed}))
+    a, b, c = (np.load(tmp_path / n / "train.npy") for n in "abc")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_vis_nir_preset_writes_a_vis_nir_folder(tmp_path):
+    src = tmp_path / "src"
+    for k in range(2):
+        (src / "country").mkdir(parents=True, exist_ok=True)
+        opt = texture(seed=10 + k)
+        save_png(src / "country" / f"000{k}_rgb.png", opt)
+        save_png(src / "country" / f"000{k}_nir.png", to_sar(opt))
+    (src / "field").mkdir()
+    opt = texture(seed=20)
+    save_png(src / "field" / "0001_rgb.png", opt)
+    save_png(src / "field" / "0001_nir.png", to_sar(opt))
+    np.save(src / "field" / "0001_nir.npy", np.array([[1.0, 0, 0], [0, 1.0, 0]]))
+    sources = vis_nir_sources(src)
+    assert [s.split for s in sources] == [None, None, "test:field"] and sources[2].affine is not None
+    build_dataset(sources, tmp_path / "out", CFG, layout="vis-nir")
+    ds = load_dataset("vis-nir", tmp_path / "out")
+    assert list(ds.tests) == ["field"] and ds.clean_val is not None and len(ds.train) > 0
+    assert ds.clean_val.path.name == "country_val.npy"
+
+
+@pytest.mark.realdata
+def test_real_vis_nir_positives_correspond(data_dir, tmp_path):
+    """On the shared VIS-NIR images (country aligned, field warped), positives out-correlate negatives."""
+    sources = [s for s in vis_nir_sources(data_dir / "vis-nir") if s.name in ("country/0010", "field/0010")]
+    build_dataset(sources, tmp_path / "out", BuildConfig(max_points=150, seed=0, val_fraction=0), layout="vis-nir")
+    for name in ("country", "field"):
+        x, y = np.load(tmp_path / "out" / f"{name}.npy"), np.load(tmp_path / "out" / f"{name}_label.npy")
+        grad = np.hypot(*np.gradient(x.astype(float), axis=(2, 3)))
+        c = ncc(grad[:, 0], grad[:, 1])
+        assert c[y == 1].mean() > c[y == 0].mean() + 0.15, name

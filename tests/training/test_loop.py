@@ -1,0 +1,114 @@
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from factories import write_published
+from tiny import TinyMatcher, narrow_rrlnet
+
+from geomatch.errors import InputError, OutputExistsError
+from geomatch.models.base import MatcherConfig
+from geomatch.models.checkpoint import build_matcher, load_checkpoint
+from geomatch.training.augment import AugmentConfig
+from geomatch.training.datasets import load_dataset
+from geomatch.training.evaluate import evaluate
+from geomatch.training.loop import TrainConfig, draw_batches, make_optimizer, select_validation, train
+
+
+def test_narrow_rrlnet_learns_in_two_epochs(tmp_path):
+    root = write_published(tmp_path / "ds", "dir", n_train=224, n_test=64, tests=("a", "b"))
+    result = train(narrow_rrlnet(), str(root), out_dir=tmp_path / "run", epochs=2, batch_size=32, lr=2e-3,
+                   device="cpu", validate_initial=True, progress=False)
+    fprs = [h["val_fpr95"] for h in result.history]
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert min(fprs[1:]) < fprs[0] - 0.3, fprs  # untrained ~0.9; trained well below
+    assert result.best_val_fpr95 == min(fprs[1:])
+    for name in ("best.pt", "last.pt", "resume.pt", "metrics.jsonl", "curves.png", "run.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rec = json.loads(lines[-1])
+    assert rec["epoch"] == 2 and set(rec["head_losses"]) == set(narrow_rrlnet().HEADS) and rec["pairs_per_s"] > 0
+    _, meta = load_checkpoint(result.best_path)
+    assert meta["architecture"] == "rrlnet" and meta["training"]["epoch"] == result.best_epoch
+    # The best checkpoint evaluates on every test subset.
+    report = evaluate("rrlnet", weights=result.best_path, dataset=str(root), device="cpu")
+    assert set(report["subsets"]) == {"a", "b"}
+    assert report["mean_fpr95"] == pytest.approx(np.mean([r["fpr95"] for r in report["subsets"].values()]))
+
+
+def _tiny_run(root, out, epochs, **kw):
+    torch.manual_seed(0)
+    model = TinyMatcher(MatcherConfig(patch_size=32))
+    return model, train(model, str(root), out_dir=out, epochs=epochs, batch_size=8, lr=1e-2, device="cpu",
+                        progress=False, **kw)
+
+
+def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(tmp_path, caplog):
+    root = write_published(tmp_path / "ds", "os", n_train=64, n_test=32)
+    full, _ = _tiny_run(root, tmp_path / "full", 2)
+    _, first = _tiny_run(root, tmp_path / "cut", 1)
+    assert first.epochs_done == 1
+    with caplog.at_level(logging.INFO, logger="geomatch.training.loop"):
+        resumed, second = _tiny_run(root, tmp_path / "cut", 2, resume=True)
+    assert "resuming" in caplog.text and "from epoch 2 of 2" in caplog.text
+    assert [h["epoch"] for h in second.history] == [1, 2]
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 2
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k  # same batches, augmentation and optimizer state as without the interruption
+
+
+def test_existing_run_needs_overwrite_or_resume(tmp_path):
+    root = write_published(tmp_path / "ds", "os", n_train=32, n_test=16)
+    _tiny_run(root, tmp_path / "run", 1)
+    with pytest.raises(OutputExistsError, match="--resume"):
+        _tiny_run(root, tmp_path / "run", 1)
+    _tiny_run(root, tmp_path / "run", 1, overwrite=True)
+    with pytest.raises(InputError, match="nothing to resume"):
+        _tiny_run(root, tmp_path / "other", 1, resume=True)
+    with pytest.raises(InputError, match="batch_size"):
+        torch.manual_seed(0)
+        train(TinyMatcher(MatcherConfig(patch_size=32)), str(root), out_dir=tmp_path / "run", epochs=2,
+              batch_size=4, device="cpu", progress=False, resume=True)
+
+
+def test_selection_clean_never_uses_tests_and_seed_reproduces_the_seed(tmp_path, caplog):
+    os_root = write_published(tmp_path / "os", "os", n_train=40, n_test=16)
+    ds = load_dataset("os", os_root)
+    train_rows, val, desc = select_validation(ds, TrainConfig(selection="clean", val_fraction=0.25))
+    assert list(val) == ["val"] and len(val["val"]) == 10 and len(train_rows) == 30
+    assert val["val"].path.name == "os_train_image.npy"
+    _, val, desc = select_validation(ds, TrainConfig(selection="seed"))
+    assert val["os_test"] is ds.tests["os_test"] and "seed" in desc
+
+    vn = write_published(tmp_path / "vn", "vis-nir", n_train=40, n_test=16, val_data=16)
+    _, val, _ = select_validation(load_dataset("vis-nir", vn), TrainConfig(selection="seed"))
+    assert list(val) == ["val_data"] and val["val_data"].blocks == 8
+    (vn / "val_data.npy").unlink()
+    with caplog.at_level(logging.WARNING):
+        _, val, _ = select_validation(load_dataset("vis-nir", vn), TrainConfig(selection="seed"))
+    assert set(val) == {"field", "forest"} and "no val_data.npy" in caplog.text
+
+
+def test_sampling_and_optimizers_follow_the_seed():
+    batches = draw_batches(np.random.default_rng(0), 20, 8, 30)
+    assert all(len(set(b.tolist())) == 8 for b in batches)  # distinct within a batch
+    assert len({tuple(sorted(b.tolist())) for b in batches}) > 1
+    flat = np.concatenate(batches)
+    assert np.bincount(flat, minlength=20).max() > 8  # rows recur across iterations (with replacement)
+    nadam = make_optimizer(build_matcher("rrlnet", width=0.125), 2e-4)
+    assert isinstance(nadam, torch.optim.NAdam)
+    assert nadam.defaults["eps"] == 1e-7 and nadam.defaults["momentum_decay"] == 0.004
+    adam = make_optimizer(TinyMatcher(), 2e-4)
+    assert type(adam) is torch.optim.Adam and adam.defaults["eps"] == 1e-7
+
+
+def test_no_augment_config_and_bad_options(tmp_path):
+    root = write_published(tmp_path / "ds", "os", n_train=32, n_test=16)
+    _, res = _tiny_run(root, tmp_path / "run", 1, augment=AugmentConfig(photometric=False, geometric=False),
+                       max_iters_per_epoch=2)
+    assert res.history[0]["iterations"] == 2
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["augment"]["photometric"] is False and run["optimizer"] == "Adam"
+    with pytest.raises(InputError, match="--selection"):
+        _tiny_run(root, tmp_path / "x", 1, selection="test")
