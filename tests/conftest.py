@@ -22,3 +22,11 @@ def runner():
     from click.testing import CliRunner
 
     return CliRunner()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on 2 shared cores, small test batches ran 10-40x slower with two."""
+    import torch
+
+    torch.set_num_threads(1)

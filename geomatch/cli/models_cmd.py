@@ -1,11 +1,130 @@
-"""``geomatch models``."""
+"""``geomatch models``: the installed patch matchers, their size and cost, and their shipped weights."""
+
+from __future__ import annotations
 
 import click
 
+from geomatch import registry
+from geomatch.cli.options import emit_json, json_opt
 from geomatch.errors import GeomatchError
 
 
-@click.command("models")
+def _shipped(name: str) -> list[dict]:
+    from geomatch.models.checkpoint import shipped_tags, shipped_weights
+
+    index = shipped_weights()
+    return [{"tag": t, **{k: index[t].get(k) for k in ("width", "description", "pair_types", "sha256")}}
+            for t in shipped_tags(name)]  # fmt: skip
+
+
+def _summary(name: str) -> dict:
+    """What the class says about itself: no model is built, so listing stays cheap."""
+    row = {"name": name, "status": "ok", "error": "", "paper": "", "optimizer": "", "heads": [], "weights": []}
+    try:
+        cls = registry.load("matchers", name)
+    except GeomatchError as exc:
+        return {**row, "status": "broken", "error": str(exc)}
+    row.update(paper=cls.paper, optimizer=cls.optimizer, heads=sorted(cls.HEADS), weights=_shipped(name))
+    return row
+
+
+@click.group()
 def models():
-    """Not yet available in this build."""
-    raise GeomatchError("geomatch models is not yet available in this build")
+    """List the patch matchers and describe one (parameters, cost, shipped weights)."""
+
+
+@models.command("list")
+@json_opt
+def list_(as_json):
+    """Installed matchers with their paper and shipped weights tags.
+
+    \b
+    Example:
+      geomatch models list --json
+    """
+    rows = [_summary(n) for n in registry.names("matchers")]
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        if r["status"] != "ok":
+            click.echo(f"{r['name']:<10} BROKEN  {r['error']}")
+            continue
+        tags = ", ".join(w["tag"] for w in r["weights"]) or "-"
+        click.echo(f"{r['name']:<10} {r['paper']:<60} weights: {tags}")
+
+
+def _info(name: str, width: float) -> dict:
+    import torch
+
+    from geomatch.models.base import MatcherConfig, keras_param_count
+    from geomatch.models.checkpoint import needs_weights
+    from geomatch.models.flops import multiply_adds
+
+    row = _summary(name)
+    if row["status"] != "ok":
+        raise GeomatchError(row["error"])
+    cls = registry.load("matchers", name)
+    try:
+        # Shape-only: counting needs no weight values, and a full-width MFD-Net takes ~18 s to initialise.
+        with torch.device("meta"):
+            model = cls(MatcherConfig(width=width))
+            macs = multiply_adds(model, model.config.patch_size)  # prunes a copy itself
+    except Exception:
+        model = cls(MatcherConfig(width=width))
+        macs = multiply_adds(model, model.config.patch_size)
+    pruned = model.prune()
+    has_params = needs_weights(name)
+    cfg = model.config
+    return {
+        **row,
+        "width": float(cfg.width) if has_params else None,
+        "patch_size": int(cfg.patch_size),
+        "in_channels": list(cfg.in_channels),
+        "normalisation": cfg.normalisation,
+        "parameters_training": keras_param_count(model),
+        "parameters_inference": keras_param_count(pruned),
+        "multiply_adds_per_pair": int(macs),
+        "training_only": list(cls.TRAINING_ONLY),
+        "needs_weights": has_params,
+    }
+
+
+@models.command("info")
+@click.argument("name")
+@click.option("--width", type=click.FloatRange(min=0.0, min_open=True), default=1.0, show_default=True,
+              help="Channel multiplier (1.0 is the published network).")  # fmt: skip
+@json_opt
+def info(name, width, as_json):
+    """Describe matcher NAME: parameters (Keras count, training and inference forms), multiply-adds per
+    pair, patch size, optimiser, paper and shipped weights.
+
+    \b
+    Example:
+      geomatch models info rrlnet --width 0.5
+    """
+    if name not in registry.names("matchers"):
+        registry.load("matchers", name)  # raises UnknownPluginError listing the valid names (exit 2)
+    d = _info(name, width)
+    if as_json:
+        emit_json(d)
+        return
+    width_text = "n/a (parameter-free)" if d["width"] is None else f"{d['width']:g}"
+    lines = [
+        f"matcher          {d['name']}",
+        f"paper            {d['paper']}",
+        f"width            {width_text}",
+        f"patch size       {d['patch_size']} x {d['patch_size']}, channels {d['in_channels']}, {d['normalisation']}",
+        f"parameters       {d['parameters_training']:,} training / {d['parameters_inference']:,} inference "
+        "(Keras count: BN moving statistics included)",
+        f"multiply-adds    {d['multiply_adds_per_pair'] / 1e6:,.1f} M per pair (inference form)",
+        f"optimiser        {d['optimizer']}",
+        f"heads            {', '.join(d['heads'])}",
+    ]
+    if d["weights"]:
+        lines += [f"weights          {w['tag']} (width {w['width']}): {w['description']}" for w in d["weights"]]
+    elif d["needs_weights"]:
+        lines.append("weights          none shipped: train with geomatch train, or give --weights PATH")
+    else:
+        lines.append("weights          none needed")
+    click.echo("\n".join(lines))

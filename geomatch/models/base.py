@@ -15,6 +15,7 @@ A matcher is an ``nn.Module`` that scores (optical, SAR) patch pairs:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -45,7 +46,8 @@ class Matcher(nn.Module):
 
     def __init__(self, config: MatcherConfig | None = None, **kwargs):
         super().__init__()
-        self.config = config or MatcherConfig(**kwargs)
+        # Keyword options override the config; an unknown one is a TypeError instead of being dropped silently.
+        self.config = dataclasses.replace(config, **kwargs) if config is not None else MatcherConfig(**kwargs)
         self.pruned = False
 
     @property
@@ -69,7 +71,8 @@ class Matcher(nn.Module):
         """Inference form: a copy without training-only heads, in eval mode."""
         model = copy.deepcopy(self)
         for attr in self.TRAINING_ONLY:
-            delattr(model, attr)
+            if hasattr(model, attr):  # pruning an already pruned model is a no-op, not an error
+                delattr(model, attr)
         model.pruned = True
         return model.eval()
 

@@ -92,6 +92,8 @@ def eca_kernel(n: int) -> int:
 def _truncated_he_normal_(w: torch.Tensor) -> None:
     fan_in = w[0].numel()
     std = math.sqrt(2.0 / fan_in) / 0.87962566103423978
+    if w.is_meta:  # shape-only construction (before loading a checkpoint): there is nothing to draw
+        return
     # Redrawing the few values beyond 2 sigma gives the same truncated normal as nn.init.trunc_normal_,
     # which is slow enough (seconds per large kernel) to dominate building FIL-Net.
     with torch.no_grad():

@@ -1,0 +1,97 @@
+"""Export a matcher's inference form to TorchScript or ONNX.
+
+Both exports take ``(optical, sar)`` batches shaped (B, C, P, P) and return the score tensor (B,), with the
+batch axis dynamic. The pruned form is exported: training-only heads never reach a deployment file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from geomatch.models.checkpoint import write_atomic
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+INPUT_NAMES = ("optical", "sar")
+OUTPUT_NAME = "score"
+
+
+class ScoreOnly(nn.Module):
+    """The inference form with a tensor output, which tracing and ONNX need instead of the dict."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if not getattr(model, "pruned", False):
+            model = model.prune()
+        self.model = model
+        # The wrapper must be in eval mode too: exporters restore the wrapper's mode afterwards, recursively,
+        # which would otherwise switch the (shared) matcher back to training-mode BatchNorm.
+        self.eval()
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+        return self.model(optical, sar)["score"]
+
+
+def example_inputs(model: nn.Module, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch in [0, 1] shaped for ``model``. Batch 2, not 1, so no size-1 axis is baked in."""
+    cfg = model.config
+    p = cfg.patch_size
+    gen = torch.Generator().manual_seed(0)
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    co, cs = cfg.in_channels
+    optical = torch.rand(batch, co, p, p, generator=gen).to(device)
+    sar = torch.rand(batch, cs, p, p, generator=gen).to(device)
+    return optical, sar
+
+
+@contextlib.contextmanager
+def _quiet_tracing():
+    # The contract's shape check runs as Python on traced sizes; the tracer warns that it becomes a constant,
+    # which is what we want (the exported file still takes any batch size).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def export_torchscript(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Trace the inference form and save it; load with ``torch.jit.load(path)``, call as ``f(optical, sar)``."""
+    wrapped = ScoreOnly(model).cpu()
+    buf = io.BytesIO()
+    with _quiet_tracing(), torch.no_grad():
+        traced = torch.jit.trace(wrapped, example_inputs(wrapped.model), check_trace=False)
+        torch.jit.save(traced, buf)
+    write_atomic(path, buf.getvalue())
+    return Path(path)
+
+
+def onnx_bytes(model: nn.Module, opset: int = DEFAULT_OPSET) -> bytes:
+    """The inference form as an ONNX model (bytes), batch axis dynamic."""
+    wrapped = ScoreOnly(model).cpu()
+    args = example_inputs(wrapped.model)
+    buf = io.BytesIO()
+    dynamic = {name: {0: "batch"} for name in (*INPUT_NAMES, OUTPUT_NAME)}
+    with _quiet_tracing(), torch.no_grad():
+        # The TorchScript-based exporter: ~0.5 s where the dynamo exporter takes ~7 s for the same network,
+        # and it writes one self-contained file (no external-data side files).
+        torch.onnx.export(
+            wrapped, args, buf, input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+            opset_version=opset, dynamic_axes=dynamic, do_constant_folding=True, dynamo=False,
+        )  # fmt: skip
+    return buf.getvalue()
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
+    """Export the inference form to ONNX at ``path`` (inputs ``optical``, ``sar``; output ``score``)."""
+    write_atomic(path, onnx_bytes(model, opset))
+    return Path(path)
