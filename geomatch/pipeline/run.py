@@ -146,15 +146,13 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
     from geomatch.pipeline.filters import flag_outliers
     from geomatch.pipeline.raster import RasterPair
     from geomatch.pipeline.schema import add_shift_columns, to_geodataframe
-    from geomatch.pipeline.writer import check_writable
-
     timings: dict[str, float] = {}
     started = time.time()
     writer = None
     if output is not None:
         writer = registry.load("writers", fmt or cfg.write.plugin)()
         output = Path(output)
-        check_writable(output, overwrite)  # fail before any work, not after an hour of it
+        writer.check(output, overwrite)  # fail before any work, not after an hour of it
 
     t = time.perf_counter()
     pair = RasterPair(optical, sar, cfg.pair)
@@ -223,8 +221,9 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
             from geomatch.pipeline.plot import plot_shifts
 
             png = output.with_suffix(".png")
-            img, _ = pair.read_optical(pair.overlap)
-            plot_shifts(img, gdf, png, title=f"{Path(optical).name} vs {Path(sar).name}",
+            # The coarse stage's overview: bounded memory on full scenes, and no second read.
+            img, scale = ov[0], ov[4]
+            plot_shifts(img, gdf, png, title=f"{Path(optical).name} vs {Path(sar).name}", decimate=1.0 / scale,
                         origin=(pair.overlap.col_off, pair.overlap.row_off), overwrite=overwrite)
             result.outputs["plot"] = str(png)
         timings["write"] = time.perf_counter() - t
@@ -245,7 +244,7 @@ def _finish_points(df, pair, cfg, flag_outliers, add_shift_columns, scorer):
     df["view_col"], df["view_row"] = view_col, view_row
     df["ref_x"], df["ref_y"] = pair.to_map(df["ref_col"].to_numpy(), df["ref_row"].to_numpy())
     df["tgt_x"], df["tgt_y"] = pair.to_map(view_col, view_row)
-    df = add_shift_columns(df)
+    df = add_shift_columns(df, pair.grid.transform)
     df, model_info = flag_outliers(df, cfg.filter)
     df["matcher"] = scorer.name
     df["weights"] = scorer.weights_tag
