@@ -48,8 +48,13 @@ class CoarseConfig:
     enabled: bool = True
     max_shift_px: float = 48.0
     max_rotation_deg: float = 0.0
-    scale_range: tuple[float, ...] = (1.0,)
+    scale_range: tuple[float, ...] = (1.0,)  # (s,) fixed; (lo, hi) searched in scale_step steps; 3+: a list
     downsample: int = 4
+    rotation_step_deg: float = 2.0  # first-pass rotation step; refinement passes halve it
+    scale_step: float = 0.04  # first-pass relative scale step
+    refine_levels: int = 2  # refinement passes on finer overviews after the global search
+    min_confidence: float = 1.1  # best peak over runner-up peak; below it the identity is used
+    min_peak: float = 0.15  # descriptor correlation the best peak must reach; below it the identity is used
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,9 @@ class MatchConfig:
     search_radius: float = 12.0
     search_units: str = "px"  # px | m
     coarse_step: int = 4
+    refine_top: int = 2  # coarse maxima per keypoint refined at step 1
+    coarse_sigma: float = 0.0  # Gaussian blur of patches for the coarse grid only (0: none)
+    exclusion_px: float = 0.0  # runner-up must lie farther than this from the best (0: coarse_step)
     batch_size: int = 256
     device: str = "auto"  # auto | cpu | cuda[:N]
     params: dict = field(default_factory=dict)

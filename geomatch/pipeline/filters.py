@@ -1,0 +1,148 @@
+"""Outlier flags in three levels, as AROSICS users know them; points are flagged, never dropped.
+
+1. score: ``score < min_score`` or ``ratio > max_ratio`` (weak or ambiguous peak).
+2. local consistency: the point's shift deviates from the median shift of its neighbours (within
+   ``local_radius_px``, among level-1 survivors) by more than ``local_max_dev_px``; shifts are compared
+   after removing a loose global affine trend, so a slight rotation or scale is not taken for disorder.
+3. model: RANSAC of an affine (or second-order polynomial) model tgt = f(ref) on the level 1-2 survivors;
+   points farther than ``ransac_threshold_px`` from the model are flagged.
+
+Coordinates: pixel columns are used when present (``ref_col/ref_row`` and ``view_col/view_row``, the
+SAR-view pixel position), otherwise ``ref_x/ref_y`` and ``tgt_x/tgt_y``, so thresholds stay in pixels
+even after map coordinates were added. The shift compared between neighbours is ``init_dx/init_dy``
+(the correction to the coarse transform, free of its rotation and scale) when present, else tgt - ref.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+from skimage.measure import ransac
+from skimage.transform import AffineTransform, PolynomialTransform
+
+FLAGS = ("outlier_score", "outlier_local", "outlier_model", "outlier")
+MIN_NEIGHBOURS = 3  # fewer neighbours than this: the local test has no say
+
+
+def _coords(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    if {"ref_col", "ref_row", "view_col", "view_row"} <= set(df.columns):
+        ref = df[["ref_col", "ref_row"]].to_numpy(float)
+        tgt = df[["view_col", "view_row"]].to_numpy(float)
+    else:
+        ref = df[["ref_x", "ref_y"]].to_numpy(float)
+        tgt = df[["tgt_x", "tgt_y"]].to_numpy(float)
+    return ref, tgt
+
+
+def _local_flags(ref: np.ndarray, shift: np.ndarray, radius: float, max_dev: float) -> np.ndarray:
+    n = len(ref)
+    flags = np.zeros(n, bool)
+    if n <= MIN_NEIGHBOURS or radius <= 0:
+        return flags
+    tree = cKDTree(ref)
+    for i, nb in enumerate(tree.query_ball_point(ref, r=radius)):
+        nb = [j for j in nb if j != i]
+        if len(nb) < MIN_NEIGHBOURS:
+            continue
+        med = np.median(shift[nb], axis=0)
+        flags[i] = np.hypot(*(shift[i] - med)) > max_dev
+    return flags
+
+
+def _detrend(ref: np.ndarray, shift: np.ndarray, threshold: float) -> np.ndarray:
+    """Shifts minus a loose global affine trend: a small rotation or scale difference makes raw shifts drift
+    by pixels across a neighbourhood, which is not an inconsistency. Unchanged when no trend can be fitted."""
+    if len(ref) < 6:
+        return shift
+    trend, _ = _fit(ref, ref + shift, "affine", threshold)
+    return shift if trend is None else ref + shift - trend(ref)
+
+
+def _fit(ref: np.ndarray, tgt: np.ndarray, model: str, threshold: float):
+    """RANSAC fit (seeded, so runs repeat exactly), then least squares on the inliers; (None, None) if impossible."""
+    cls, min_samples = (PolynomialTransform, 6) if model == "poly2" else (AffineTransform, 3)  # poly2: order 2
+    if len(ref) < min_samples:
+        return None, None
+    with np.errstate(all="ignore"):
+        m, inliers = ransac((ref, tgt), cls, min_samples=min_samples, residual_threshold=threshold,
+                            max_trials=2000, rng=0)
+    if m is None or inliers is None or inliers.sum() < min_samples:
+        return None, None
+    refit = _estimate(cls, ref[inliers], tgt[inliers])
+    return (refit if refit is not None else m), inliers
+
+
+def _estimate(cls, src: np.ndarray, dst: np.ndarray):
+    """Least-squares transform, or None; skimage >= 0.26 spells it ``from_estimate``, older ``estimate``."""
+    with np.errstate(all="ignore"):
+        if hasattr(cls, "from_estimate"):
+            m = cls.from_estimate(src, dst)
+            return m if m else None
+        m = cls()
+        return m if m.estimate(src, dst) else None
+
+
+def _params(m, model: str) -> list:
+    if model == "poly2":
+        return np.asarray(m.params).tolist()
+    return np.asarray(m.params)[:2].tolist()
+
+
+def flag_outliers(df: pd.DataFrame, cfg) -> tuple[pd.DataFrame, dict]:
+    """Add outlier_score, outlier_local, outlier_model, outlier (int 0/1) and residual_px; return model info.
+
+    ``cfg`` is a FilterConfig. ``model_info``: model kind, params (2x3 affine or 2x6 poly2 coefficients,
+    ref pixel -> tgt pixel), rmse_px of the inliers, counts per level, and ``reason`` when no model was fitted.
+    """
+    df = df.copy()
+    n = len(df)
+    info: dict = {"model": cfg.model, "n_points": n}
+    if n == 0:
+        for c in FLAGS:
+            df[c] = pd.Series(dtype="int64")
+        df["residual_px"] = pd.Series(dtype="float64")
+        info.update(n_kept=0, reason="no points")
+        return df, info
+    ref, tgt = _coords(df)
+    score = df["score"].to_numpy(float)
+    ratio = df["ratio"].to_numpy(float) if "ratio" in df else np.zeros(n)
+    f_score = ~(score >= cfg.min_score) | (ratio > cfg.max_ratio)
+
+    if {"init_dx", "init_dy"} <= set(df.columns):
+        shift = df[["init_dx", "init_dy"]].to_numpy(float)
+    else:
+        shift = tgt - ref
+    f_local = np.zeros(n, bool)
+    alive = np.nonzero(~f_score)[0]
+    local_shift = _detrend(ref[alive], shift[alive], max(cfg.local_max_dev_px, 3 * cfg.ransac_threshold_px))
+    f_local[alive] = _local_flags(ref[alive], local_shift, cfg.local_radius_px, cfg.local_max_dev_px)
+
+    survivors = np.nonzero(~f_score & ~f_local)[0]
+    f_model = np.ones(n, bool)
+    residual = np.full(n, np.nan)
+    model, inl = _fit(ref[survivors], tgt[survivors], cfg.model, cfg.ransac_threshold_px)
+    used = cfg.model
+    if model is None and cfg.model == "poly2" and len(survivors) >= 3:
+        model, inl = _fit(ref[survivors], tgt[survivors], "affine", cfg.ransac_threshold_px)
+        used = "affine"
+        info["fallback"] = "poly2 needs 6 inliers; fitted an affine instead"
+    if model is None:
+        info["reason"] = (f"only {len(survivors)} point(s) passed the score and local tests; a model needs at least "
+                          "3" if len(survivors) < 3
+                          else "RANSAC found no consensus among the points that passed the score and local tests")
+    else:
+        residual = np.hypot(*(model(ref) - tgt).T)
+        f_model = residual > cfg.ransac_threshold_px
+        keep = survivors[~f_model[survivors]]
+        info.update(model=used, params=_params(model, used),
+                    rmse_px=float(np.sqrt(np.mean(residual[keep] ** 2))) if len(keep) else None)
+    outlier = f_score | f_local | f_model
+    df["outlier_score"] = f_score.astype(np.int64)
+    df["outlier_local"] = f_local.astype(np.int64)
+    df["outlier_model"] = f_model.astype(np.int64)
+    df["outlier"] = outlier.astype(np.int64)
+    df["residual_px"] = residual
+    info.update(n_score=int(f_score.sum()), n_local=int(f_local.sum()),
+                n_model=int((f_model & ~f_score & ~f_local).sum()), n_kept=int((~outlier).sum()))
+    return df, info
