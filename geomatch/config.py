@@ -83,8 +83,8 @@ class MatchConfig:
 
 @dataclass(frozen=True)
 class FilterConfig:
-    min_score: float = 0.5
-    max_ratio: float = 0.98
+    min_score: float = 0.6
+    max_ratio: float = 0.95
     local_radius_px: float = 150.0
     local_max_dev_px: float = 3.0
     model: str = "affine"  # affine | poly2

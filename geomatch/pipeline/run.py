@@ -60,9 +60,12 @@ def _bbox_window(affine: np.ndarray, win, margin: float):
 
 
 def halo_for(patch_size: int, cfg: config.PipelineConfig, radius_px: float) -> int:
-    # Rotated/scaled patches reach further than half their side.
+    # Rotated/scaled patches reach further than half their side; and a suppression cell touching the
+    # core may reach cell_size - 1 pixels beyond it, where its candidates need their whole patch window
+    # inside the read window to be judged exactly as a single-window run judges them.
     smax = max(cfg.coarse.scale_range) if cfg.coarse.scale_range else 1.0
-    return int(math.ceil(patch_size / 2 * math.sqrt(2) * max(1.0, smax))) + 2
+    patch_reach = int(math.ceil(patch_size / 2 * math.sqrt(2) * max(1.0, smax))) + 2
+    return patch_reach + int(cfg.detect.cell_size)
 
 
 def process_tile(pair, tile: Tile, affine: np.ndarray, cfg: config.PipelineConfig, radius_px: float,
@@ -157,7 +160,8 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
     t = time.perf_counter()
     pair = RasterPair(optical, sar, cfg.pair)
     device = cfg.match.device
-    scorer_spec = (cfg.match.plugin, cfg.match.weights, device, cfg.match.batch_size)
+    scorer_spec = (cfg.match.plugin, cfg.match.weights, device, cfg.match.batch_size, "auto", None,
+                   dict(cfg.match.params))
     scorer = build_scorer(*scorer_spec)
     radius_px = cfg.match.search_radius
     if cfg.match.search_units == "m":

@@ -2,7 +2,9 @@
 
 The score is (ncc + 1) / 2, so unrelated patches sit near 0.5 and identical ones at 1. Options (not
 learned): ``window`` scores only the central window x window part of the patch; ``sigma`` weights pixels
-by a Gaussian of that width around the centre, so the surroundings count less than the point itself.
+by a Gaussian of that width around the centre, so the surroundings count less than the point itself;
+``absolute`` scores |ncc| instead (optical and SAR brightness are often inverted: bright roofs, dark
+water in one and not the other), so the score is |ncc| and unrelated patches sit near 0.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class NCC(Matcher):
     HEADS = {"main": "bce"}
 
     def __init__(self, config: MatcherConfig | None = None, window: int | None = None, sigma: float | None = None,
-                 eps: float = 1e-6, **kwargs):
+                 eps: float = 1e-6, absolute: bool = False, **kwargs):
         super().__init__(config, **kwargs)
         if window is not None and window < 2:
             raise ConfigError(f"ncc: window must be >= 2 pixels, got {window}")
@@ -28,6 +30,7 @@ class NCC(Matcher):
         self.window = None if window is None else int(window)
         self.sigma = None if sigma is None else float(sigma)
         self.eps = float(eps)
+        self.absolute = bool(absolute)
 
     def _weights(self, p: int, device, dtype) -> torch.Tensor | None:
         if self.sigma is None:
@@ -67,7 +70,8 @@ class NCC(Matcher):
         return dot(a, b) / torch.sqrt(dot(a, a) * dot(b, b) + (n * self.eps) ** 2)
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> dict:
-        score = ((self.ncc(optical, sar) + 1) / 2).clamp(0, 1)
+        r = self.ncc(optical, sar)
+        score = r.abs().clamp(0, 1) if self.absolute else ((r + 1) / 2).clamp(0, 1)
         out = {"score": score}
         if self.training:
             out["heads"] = {"main": score}

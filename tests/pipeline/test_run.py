@@ -20,7 +20,8 @@ SHIFT = (2.3, -1.4)
 
 
 def _cfg(**overrides):
-    base = {"match.plugin": "ncc", "tiles.size": 1000, "write.plot": False}
+    # The factory's SAR is contrast-inverted (bright optical = dark SAR), so the NCC baseline scores |ncc|.
+    base = {"match.plugin": "ncc", "match.params": {"absolute": True}, "tiles.size": 1000, "write.plot": False}
     base.update(overrides)
     return config.load("default", base)
 
@@ -83,7 +84,8 @@ def test_sar_in_other_crs_and_resolution(tmp_path):
 
 
 def test_api_match_returns_geodataframe(pair):
-    gdf = geomatch.match(pair.optical, pair.sar, match__plugin="ncc", write__plot=False)
+    gdf = geomatch.match(pair.optical, pair.sar, match__plugin="ncc", match__params={"absolute": True},
+                         write__plot=False)
     assert isinstance(gdf, gpd.GeoDataFrame) and len(gdf) > 0
     assert set(COLUMNS) <= set(gdf.columns)
 
@@ -113,7 +115,7 @@ def test_cli_run_json_summary_and_csv(pair, tmp_path, runner):
 
     out = tmp_path / "tp.csv"
     result = runner.invoke(cli, ["run", "--optical", str(pair.optical), "--sar", str(pair.sar), "-o", str(out),
-                                 "--matcher", "ncc", "--no-plot", "--json"])
+                                 "--matcher", "ncc", "--set", "match.params={absolute=true}", "--no-plot", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["points_kept"] > 0 and set(summary["timings_s"]) >= {"pair", "coarse", "match", "filter"}
@@ -121,6 +123,8 @@ def test_cli_run_json_summary_and_csv(pair, tmp_path, runner):
 
 
 def test_cli_run_no_overlap_is_exit_2(tmp_path, runner):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     a = make_pair(tmp_path / "a", size=(80, 80), seed=1)
     far = make_pair(tmp_path / "b", size=(80, 80), seed=2)
     # Move b's SAR far away by rewriting its transform.
