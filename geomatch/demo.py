@@ -1,7 +1,7 @@
 """A built-in demo pair: a real optical photograph with a SIMULATED SAR counterpart.
 
-The optical image is scikit-image's ``motorcycle_left`` (a real photograph shipped inside the package, so
-nothing is downloaded). The SAR side is simulated: a nonlinear, partly inverted radiometry (SAR and
+The optical image is the left view of scikit-image's ``stereo_motorcycle`` (a real photograph shipped inside
+the package, so nothing is downloaded). The SAR side is simulated: a nonlinear, partly inverted radiometry (SAR and
 optical brightness are physically unrelated), multiplicative gamma speckle (4 looks), stored as linear
 intensity, and geometrically displaced by a known, spatially varying field: a constant offset plus a
 smooth sinusoidal component. Both rasters are georeferenced on a 10 m UTM grid (EPSG:32631), the SAR with
@@ -53,7 +53,8 @@ def _optical() -> np.ndarray:
     from skimage import data
     from skimage.color import rgb2gray
 
-    return rgb2gray(data.motorcycle_left()).astype(np.float32)
+    left, _right, _disparity = data.stereo_motorcycle()  # bundled with scikit-image, no download
+    return rgb2gray(left).astype(np.float32)
 
 
 def _simulate_sar(optical: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -90,7 +91,7 @@ def make_demo_pair(out_dir: Path, seed: int = 7) -> DemoPair:
     profile = dict(driver="GTiff", width=w, height=h, count=1, crs=CRS, transform=transform, dtype="float32")
     with rasterio.open(pair.optical, "w", **profile) as dst:
         dst.write(opt, 1)
-        dst.update_tags(source="scikit-image motorcycle_left (real photograph)")
+        dst.update_tags(source="scikit-image stereo_motorcycle left view (real photograph)")
     with rasterio.open(pair.sar, "w", nodata=nodata, **profile) as dst:
         dst.write(sar, 1)
         dst.update_tags(SIMULATED="yes", description="SIMULATED SAR intensity with a known displacement")

@@ -53,6 +53,8 @@ def _saved_settings(ctx: click.Context, out_dir: str) -> dict:
 @click.option("--seed", type=int, default=100, show_default=True)
 @click.option("--vgg19-weights", type=click.Path(dir_okay=False),
               help="Local VGG19 state dict (torchvision layout) for RRL-Net's perceptual loss; off without it.")
+@click.option("--init-weights", type=click.Path(exists=True, dir_okay=False),
+              help="Start from this checkpoint's weights (fine-tuning) instead of a fresh initialisation.")
 @click.option("--no-augment", is_flag=True, help="Train without the seed's augmentation.")
 @click.option("--speckle", type=float, default=0.0, show_default=True,
               help="Probability of multiplicative gamma speckle on the SAR patch (not in the seed).")
@@ -63,8 +65,8 @@ def _saved_settings(ctx: click.Context, out_dir: str) -> dict:
 @json_opt
 @click.pass_context
 def train(ctx, model_name, dataset, data_dir, epochs, batch_size, lr, width, device, out_dir, resume, selection,
-          val_fraction, seed, vgg19_weights, no_augment, speckle, no_amp, max_iters_per_epoch, eval_batch_size,
-          overwrite, as_json):
+          val_fraction, seed, vgg19_weights, init_weights, no_augment, speckle, no_amp, max_iters_per_epoch,
+          eval_batch_size, overwrite, as_json):
     """Train a matcher with the seed's losses, optimiser, sampling and augmentation.
 
     \b
@@ -94,7 +96,8 @@ def train(ctx, model_name, dataset, data_dir, epochs, batch_size, lr, width, dev
     cfg = TrainConfig(model=model_name, dataset=dataset, data_dir=data_dir, out_dir=out_dir, epochs=epochs,
                       batch_size=batch_size, lr=lr, width=width, device=device, seed=seed, selection=selection,
                       val_fraction=val_fraction, max_iters_per_epoch=max_iters_per_epoch,
-                      eval_batch_size=eval_batch_size, vgg19_weights=vgg19_weights, augment=augment,
+                      eval_batch_size=eval_batch_size, vgg19_weights=vgg19_weights, init_weights=init_weights,
+                      augment=augment,
                       amp=not no_amp, resume=resume, overwrite=overwrite, progress=progress_enabled())
     result = run_training(model_name, dataset, config=cfg)
     if as_json:

@@ -65,6 +65,7 @@ class TrainConfig:
     max_iters_per_epoch: int | None = None
     eval_batch_size: int = 256
     vgg19_weights: str | None = None
+    init_weights: str | None = None  # start from this checkpoint's weights (fine-tuning), not a fresh init
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     amp: bool = True  # mixed precision on CUDA (no effect on CPU)
     validate_initial: bool = False  # also score the untrained model, as epoch 0
@@ -199,7 +200,8 @@ def _build_model(model, cfg: TrainConfig, patch_size: int):
         return model
     from geomatch.models.checkpoint import build_matcher
 
-    return build_matcher(model, width=cfg.width, patch_size=patch_size)
+    # Fine-tuning loads the training form's weights; architecture and width must match (checked there).
+    return build_matcher(model, width=cfg.width, patch_size=patch_size, weights=cfg.init_weights)
 
 
 def _save_torch(obj, path: Path) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from geomatch_plugins.matchers.afdnet import AFDNet, SampleInstanceNorm
-from geomatch_plugins.matchers.efrnet import AxisECA, EFRNet
-from geomatch_plugins.matchers.mfdnet import MFDNet
-from geomatch_plugins.matchers.scfdm import SCFDM
 
 from geomatch import registry
 from geomatch.errors import ConfigError
 from geomatch.models.base import keras_param_count
+from geomatch_plugins.matchers.afdnet import AFDNet, SampleInstanceNorm
+from geomatch_plugins.matchers.efrnet import AxisECA, EFRNet
+from geomatch_plugins.matchers.mfdnet import MFDNet
+from geomatch_plugins.matchers.scfdm import SCFDM
 
 CLASSES = {"scfdm": SCFDM, "afdnet": AFDNet, "mfdnet": MFDNet, "efrnet": EFRNet}
 # Keras count_params of the repository's graphs (rrlnet-spec §3.1-3.4), all heads included.

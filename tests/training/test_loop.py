@@ -112,3 +112,18 @@ def test_no_augment_config_and_bad_options(tmp_path):
     assert run["augment"]["photometric"] is False and run["optimizer"] == "Adam"
     with pytest.raises(InputError, match="--selection"):
         _tiny_run(root, tmp_path / "x", 1, selection="test")
+
+
+def test_init_weights_starts_from_a_checkpoint(tmp_path):
+    root = write_published(tmp_path / "ds", "dir", n_train=64, n_test=32, tests=("a",))
+    first = train(narrow_rrlnet(), str(root), out_dir=tmp_path / "a", epochs=1, batch_size=32, lr=2e-3,
+                  device="cpu", progress=False, max_iters_per_epoch=1)
+    state, meta = load_checkpoint(first.last_path)
+    width = meta["width"]
+    cfg = TrainConfig(model="rrlnet", dataset=str(root), out_dir=str(tmp_path / "b"), width=width,
+                      init_weights=str(first.last_path), epochs=1, device="cpu", progress=False)
+    from geomatch.training.loop import _build_model
+
+    start = _build_model("rrlnet", cfg, meta["patch_size"])
+    for key, value in start.state_dict().items():
+        assert torch.equal(value.float(), state[key].float()), key
