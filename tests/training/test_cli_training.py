@@ -1,7 +1,7 @@
 import json
 
 import numpy as np
-from factories import write_published
+from patch_factories import write_published
 from test_build import save_png, texture, to_sar
 
 from geomatch.cli.main import cli

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from factories import learnable_pairs, write_published, write_split
+from patch_factories import learnable_pairs, write_published, write_split
 
 from geomatch.errors import InputError
 from geomatch.training.datasets import VIS_NIR_TESTS, carve_validation, load_dataset

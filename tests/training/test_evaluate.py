@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from factories import write_published
+from patch_factories import write_published
 from tiny import TinyMatcher
 
 from geomatch.errors import InputError

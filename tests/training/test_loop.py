@@ -4,7 +4,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from factories import write_published
+from patch_factories import write_published
 from tiny import TinyMatcher, narrow_rrlnet
 
 from geomatch.errors import InputError, OutputExistsError

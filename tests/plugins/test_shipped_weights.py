@@ -1,0 +1,81 @@
+"""Shipped weights: checksum and metadata, and real patch pairs that match score above ones that do not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import color, io
+
+from geomatch.models.checkpoint import build_matcher, load_checkpoint, resolve_weights, sha256_file, shipped_weights
+from geomatch.models.runtime import build_scorer
+from geomatch.pipeline.keypoints import Keypoints
+from geomatch.pipeline.patches import sample_patches
+from geomatch_plugins.detectors.corners import Harris
+
+EXPECTED_TAGS = {"vis-nir", "optical-sar"}
+OFFSET = 16  # px: a non-matching SAR/NIR patch is the same place shifted by this much (a hard negative)
+
+
+def test_index_lists_the_default_weight_sets():
+    index = shipped_weights()
+    assert EXPECTED_TAGS <= set(index), sorted(index)
+    for tag in EXPECTED_TAGS:
+        assert index[tag]["matcher"] == "rrlnet"
+
+
+@pytest.mark.parametrize("tag", sorted(EXPECTED_TAGS))
+def test_checkpoint_checksum_metadata_and_card(tag):
+    resolved = resolve_weights("rrlnet", tag)
+    entry = shipped_weights()[tag]
+    assert sha256_file(resolved.path) == entry["sha256"]
+    _, meta = load_checkpoint(resolved.path, expected_sha256=entry["sha256"])
+    assert meta["architecture"] == "rrlnet" and meta["pruned"] is True
+    assert meta["width"] == entry["width"] and meta["patch_size"] == 64
+    assert meta["training"].get("dataset"), meta["training"]
+    assert (resolved.path.parent / entry["card"]).read_text().startswith("# ")
+    model = build_matcher("rrlnet", weights=resolved.path, expected_sha256=entry["sha256"])
+    assert model.pruned and not model.training
+
+
+def _pairs(optical, other, n=48, seed=0):
+    """Positives at Harris points of an aligned pair; negatives the same points shifted by OFFSET."""
+    valid = np.ones_like(optical, bool)
+    kps = Harris().detect(optical, valid, max_points=n, cell_size=48, min_contrast=0.03, border=32 + OFFSET)
+    assert len(kps) >= 12
+    pos = sample_patches(other, kps.xy)
+    rng = np.random.default_rng(seed)
+    angle = rng.uniform(0, 2 * np.pi, len(kps))
+    shifted = Keypoints(kps.x + OFFSET * np.cos(angle), kps.y + OFFSET * np.sin(angle), kps.response)
+    return sample_patches(optical, kps.xy), pos, sample_patches(other, shifted.xy)
+
+
+def _margin(tag, optical, other):
+    scorer = build_scorer("rrlnet", tag, "cpu")
+    a, pos, neg = _pairs(optical, other)
+    return float(np.mean(scorer(a, pos)) - np.mean(scorer(a, neg)))
+
+
+def _stretch(img):
+    lo, hi = np.percentile(img, (1, 99))
+    return np.clip((img - lo) / (hi - lo + 1e-9), 0, 1).astype(np.float32)
+
+
+@pytest.mark.realdata
+def test_vis_nir_weights_separate_real_country_pairs(data_dir):
+    # country/0050 is in the validation split of the vis-nir build (image-level split): never trained on.
+    rgb = color.rgb2gray(io.imread(data_dir / "vis-nir" / "country" / "0050_rgb.jpg"))
+    nir = io.imread(data_dir / "vis-nir" / "country" / "0050_nir.jpg").astype(np.float32)
+    nir = nir if nir.ndim == 2 else nir[..., 0]
+    assert _margin("vis-nir", _stretch(rgb), _stretch(nir)) > 0.2
+
+
+@pytest.mark.realdata
+def test_optical_sar_weights_separate_real_test_scenes(data_dir):
+    from geomatch.training.sources import find_scenes, load_scene
+
+    test_scenes = shipped_weights()["optical-sar"]["test_scenes"]
+    files = [f for f in find_scenes(data_dir / "s1s2" if (data_dir / "s1s2").is_dir() else data_dir)
+             if f.scene_id in test_scenes and f.scene_id.startswith("terramind")]
+    assert files, test_scenes
+    margins = [_margin("optical-sar", s.optical, s.sar) for s in (load_scene(f) for f in files)]
+    assert np.mean(margins) > 0.1, margins
