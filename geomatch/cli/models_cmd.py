@@ -128,3 +128,29 @@ def info(name, width, as_json):
     else:
         lines.append("weights          none needed")
     click.echo("\n".join(lines))
+
+
+@models.command("package")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--tag", required=True, help="Weights tag, e.g. vis-nir or optical-sar.")
+@click.option("--card", "card_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Model card (markdown) shipped beside the weights.")
+@click.option("--description", required=True, help="One line for `geomatch models info`.")
+@click.option("--pair-type", "pair_types", multiple=True, help="Pair types the weights fit (repeatable).")
+@click.option("--test-scene", "test_scenes", multiple=True, help="Scene ids held out for testing (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="plugins/weights", show_default=True)
+@json_opt
+def package(checkpoint, tag, card_path, description, pair_types, test_scenes, out_dir, as_json):
+    """Ship CHECKPOINT as weights TAG: pruned, float16 where scores allow, sha256 in the index."""
+    from pathlib import Path
+
+    from geomatch.models.package import package_weights
+
+    extra = {"test_scenes": list(test_scenes)} if test_scenes else {}
+    entry = package_weights(checkpoint, tag, out_dir, description=description, pair_types=list(pair_types),
+                            card=Path(card_path).read_text(), extra=extra)
+    if as_json:
+        emit_json(entry)
+    else:
+        click.echo(f"{tag}: {entry['file']} {entry['dtype']} sha256 {entry['sha256']} (max score change "
+                   f"{entry['max_score_change']:.1e})")
