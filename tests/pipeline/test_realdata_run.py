@@ -38,7 +38,7 @@ def test_gefolki_default_pipeline_accuracy_against_the_reference_field(gefolki, 
     assert stats["within_3px"] >= 0.75, stats
     if shutil.which("ogrinfo"):
         info = subprocess.run(["ogrinfo", "-so", str(out), "tiepoints"], capture_output=True, text=True, check=True)
-        assert "Feature Count: %d" % len(back) in info.stdout
+        assert f"Feature Count: {len(back)}" in info.stdout
 
 
 def test_gefolki_ncc_baseline_accuracy(gefolki):
