@@ -104,11 +104,11 @@ def capture_error(affine: np.ndarray, truth: np.ndarray, shape) -> float:
     return float(np.hypot(*(g @ (affine[:, :2] - truth[:, :2]).T + affine[:, 2] - truth[:, 2]).T).max())
 
 
-def run(data: Path, categories, **overrides) -> list[dict]:
+def run(data: Path, categories, limit: int | None = None, **overrides) -> list[dict]:
     rows = []
     for cat in categories:
         folder = data / "vis-nir" / cat
-        for key in sorted(p.name[:4] for p in folder.glob("*_rgb.jpg")):
+        for key in sorted(p.name[:4] for p in folder.glob("*_rgb.jpg"))[:limit]:
             vis, vis_ok, nir, nir_ok, truth = load_pair(folder, key)
             df, info, initial, t = register(vis, vis_ok, nir, nir_ok, **overrides)
             err = errors(df, truth)
@@ -151,11 +151,23 @@ def main(argv=None) -> int:
     ap.add_argument("--categories", nargs="+", default=["field", "forest"])
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--search-radius", type=float, default=MATCH.search_radius)
+    ap.add_argument("--matcher", default="ncc", help="any matcher plugin, scored through build_scorer")
+    ap.add_argument("--weights", default="auto")
+    ap.add_argument("--min-score", type=float, default=FILTER.min_score)
+    ap.add_argument("--max-points", type=int, default=DETECT.max_points_per_tile)
+    ap.add_argument("--limit", type=int, default=None, help="first N pairs per category")
     args = ap.parse_args(argv)
     if not (args.data / "vis-nir").is_dir():
         print(f"no vis-nir data under {args.data}: set GEOMATCH_DATA or --data", file=sys.stderr)
         return 2
-    rows = run(args.data, args.categories, match=replace(MATCH, search_radius=args.search_radius))
+    scorer = None
+    if args.matcher != "ncc":
+        from geomatch.models.runtime import build_scorer
+
+        scorer = build_scorer(args.matcher, args.weights, "cpu")
+    rows = run(args.data, args.categories, limit=args.limit, match=replace(MATCH, search_radius=args.search_radius),
+               filt=replace(FILTER, min_score=args.min_score),
+               detect=replace(DETECT, max_points_per_tile=args.max_points), scorer=scorer)
     summary = summarise(rows)
     print(json.dumps(summary, indent=2))
     if args.out:
