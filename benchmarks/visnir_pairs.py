@@ -64,6 +64,10 @@ def load_pair(folder: Path, key: str):
     return vis, np.ones(vis.shape, bool), nir, nodata_border(nir), truth
 
 
+def default_data() -> Path:
+    return Path(os.environ.get("GEOMATCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
 def ncc_scorer(module: NCC | None = None):
     module = (module or NCC()).eval()
 
@@ -130,24 +134,25 @@ def run(data: Path, categories, limit: int | None = None, **overrides) -> list[d
 
 
 def summarise(rows: list[dict]) -> dict:
+    """Per category and overall; capture and evaluation counts only where the rows carry them."""
     out = {}
     for cat in sorted({r["pair"].split("/")[0] for r in rows}) + ["all"]:
         sel = [r for r in rows if cat == "all" or r["pair"].startswith(cat + "/")]
         reg = [r for r in sel if r["registered"]]
         out[cat] = {
             "pairs": len(sel), "registered": len(reg),
-            "captured_lt_12px": sum(r["capture_px"] < 12 for r in sel),
             "median_px_registered": float(np.median([r["median_px"] for r in reg])) if reg else None,
             "kept_median": float(np.median([r["kept"] for r in sel])),
-            "n_evals_per_keypoint": float(np.mean([r["n_evals_mean"] for r in sel])),
         }
+        if all("capture_px" in r for r in sel):
+            out[cat]["captured_lt_12px"] = sum(r["capture_px"] < 12 for r in sel)
+            out[cat]["n_evals_per_keypoint"] = float(np.mean([r["n_evals_mean"] for r in sel]))
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = Path(os.environ.get("GEOMATCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    ap.add_argument("--data", type=Path, default=default)
+    ap.add_argument("--data", type=Path, default=default_data())
     ap.add_argument("--categories", nargs="+", default=["field", "forest"])
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--search-radius", type=float, default=MATCH.search_radius)

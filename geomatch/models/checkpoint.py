@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import tempfile
@@ -28,6 +29,8 @@ from pathlib import Path
 import torch
 
 from geomatch.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
 
 FORMAT = "geomatch-checkpoint"
 FORMAT_VERSION = 1
@@ -255,6 +258,26 @@ def build_matcher(name: str, width: float | None = None, weights: str | os.PathL
         if not _has_meta_tensors(model):
             return model
     return fit(_construct(cls, name, config, params), assign=False)
+
+
+def build_for_finetuning(name: str, weights: str | os.PathLike, *, width: float | None = None,
+                         patch_size: int | None = None):
+    """The training form of ``name`` started from ``weights``, in train mode.
+
+    A pruned (shipped) checkpoint holds only the main path: its training-only heads and decoders start from
+    fresh initialisation, since MLPP deletes them after training. Architecture, width and patch size are
+    checked as in :func:`build_matcher`.
+    """
+    loaded = build_matcher(name, width=width, weights=weights, patch_size=patch_size)
+    if not loaded.pruned:
+        return loaded.train()
+    fresh = _construct(_matcher_class(name), name, loaded.config, {})
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+    stray = [k for k in missing if k.split(".")[0] not in fresh.TRAINING_ONLY]
+    if unexpected or stray:
+        raise CheckpointError(f"{weights} does not fit the training form of {name}: {(unexpected + stray)[:3]}")
+    log.info("fine-tuning from pruned weights %s: %d training-only tensors start fresh", weights, len(missing))
+    return fresh.train()
 
 
 def _as_model_dtypes(state: dict, model) -> dict:

@@ -198,10 +198,12 @@ def _prepare_out_dir(out: Path, cfg: TrainConfig) -> None:
 def _build_model(model, cfg: TrainConfig, patch_size: int):
     if not isinstance(model, str):
         return model
-    from geomatch.models.checkpoint import build_matcher
+    from geomatch.models.checkpoint import build_for_finetuning, build_matcher
 
-    # Fine-tuning loads the training form's weights; architecture and width must match (checked there).
-    return build_matcher(model, width=cfg.width, patch_size=patch_size, weights=cfg.init_weights)
+    if cfg.init_weights is None:
+        return build_matcher(model, width=cfg.width, patch_size=patch_size)
+    # Architecture and width must match (checked there); a pruned checkpoint's dropped heads start fresh.
+    return build_for_finetuning(model, cfg.init_weights, width=cfg.width, patch_size=patch_size)
 
 
 def _save_torch(obj, path: Path) -> None:

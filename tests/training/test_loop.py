@@ -127,3 +127,20 @@ def test_init_weights_starts_from_a_checkpoint(tmp_path):
     start = _build_model("rrlnet", cfg, meta["patch_size"])
     for key, value in start.state_dict().items():
         assert torch.equal(value.float(), state[key].float()), key
+
+
+def test_init_weights_from_a_pruned_checkpoint_restores_the_training_form(tmp_path):
+    from geomatch.models.checkpoint import build_for_finetuning, checkpoint_metadata, save_checkpoint
+
+    trained = narrow_rrlnet()
+    pruned = trained.prune()
+    path = tmp_path / "pruned.pt"
+    save_checkpoint(pruned, path, metadata=checkpoint_metadata(pruned))
+    model = build_for_finetuning("rrlnet", path, width=trained.width)
+    assert model.training and not model.pruned
+    assert set(model.state_dict()) == set(trained.state_dict())
+    for key, value in pruned.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    p = trained.config.patch_size
+    pair = (torch.rand(2, 1, p, p), torch.rand(2, 1, p, p))
+    assert set(model(*pair)) == set(trained.train()(*pair))
