@@ -83,8 +83,11 @@ def _load_model(model_name: str | None, weights: str | Path | None, width: float
         needs_weights,
         resolve_weights,
         sha256_file,
+        shipped_weights,
     )
 
+    if model_name is None and weights is not None and str(weights) in shipped_weights():
+        model_name = shipped_weights()[str(weights)]["matcher"]
     if model_name is None:
         if weights is None or not Path(weights).is_file():
             raise InputError("give --model NAME (and --weights PATH for a trained matcher)")
