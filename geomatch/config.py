@@ -275,12 +275,13 @@ def to_toml(cfg: PipelineConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_set_options(sets: tuple[str, ...] | list[str]) -> dict[str, Any]:
+def parse_set_options(sets: tuple[str, ...] | list[str], option: str = "--set",
+                      example: str = "STAGE.KEY=VALUE, e.g. --set match.search_radius=24") -> dict[str, Any]:
     """Parse repeated ``--set STAGE.KEY=VALUE`` (VALUE in TOML syntax; bare words are strings)."""
     out: dict[str, Any] = {}
     for item in sets:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected STAGE.KEY=VALUE, e.g. --set match.search_radius=24")
+            raise ConfigError(f"{option} {item!r}: expected {example}")
         key, raw = item.split("=", 1)
         try:
             value = tomllib.loads(f"v = {raw}")["v"]

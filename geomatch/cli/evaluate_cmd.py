@@ -13,12 +13,14 @@ from geomatch.cli.options import device_opt, emit_json, json_opt, progress_enabl
 @click.option("--dataset", default="vis-nir", show_default=True,
               help="vis-nir, os, sen1-2 (published file names) or a folder written by `geomatch dataset build`.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of a named dataset [default: data/NAME].")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A matcher option, as a pipeline's match.params (repeatable), e.g. --param absolute=true for ncc.")
 @click.option("--subset", "subsets", multiple=True, help="Only this test subset (repeatable).")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @device_opt
 @click.option("--roc", "roc_png", type=click.Path(dir_okay=False), help="Write the ROC curves to this PNG.")
 @json_opt
-def evaluate(model_name, weights, dataset, data_dir, subsets, batch_size, device, roc_png, as_json):
+def evaluate(model_name, weights, dataset, data_dir, params, subsets, batch_size, device, roc_png, as_json):
     """Score every test subset of a patch dataset: FPR95 (ROC curve, FPR interpolated at TPR = 0.95),
     the unweighted VIS-NIR mean, accuracy at 0.5 and ROC AUC.
 
@@ -27,6 +29,7 @@ def evaluate(model_name, weights, dataset, data_dir, subsets, batch_size, device
       geomatch evaluate --weights runs/train/best.pt --dataset vis-nir --data-dir data/vis-nir --roc roc.png
       geomatch evaluate --model ncc --dataset data/vis-nir-patches --json
     """
+    from geomatch.config import parse_set_options
     from geomatch.training.evaluate import evaluate as run_evaluation
     from geomatch.training.evaluate import format_table
 
@@ -34,6 +37,7 @@ def evaluate(model_name, weights, dataset, data_dir, subsets, batch_size, device
         weights = None
     report = run_evaluation(model_name, weights=weights, dataset=dataset, data_dir=data_dir, batch_size=batch_size,
                             device=device, subsets=subsets or None, roc_png=roc_png,
+                            params=parse_set_options(params, "--param", "KEY=VALUE, e.g. --param absolute=true"),
                             progress=progress_enabled())
     if as_json:
         emit_json(report)

@@ -76,7 +76,8 @@ def score_pairs(model, patches: PatchSet, batch_size: int = 256, device: torch.d
     return out
 
 
-def _load_model(model_name: str | None, weights: str | Path | None, width: float | None, patch_size: int):
+def _load_model(model_name: str | None, weights: str | Path | None, width: float | None, patch_size: int,
+                params: dict | None = None):
     from geomatch.models.checkpoint import (
         build_matcher,
         load_checkpoint,
@@ -97,21 +98,22 @@ def _load_model(model_name: str | None, weights: str | Path | None, width: float
     resolved = resolve_weights(model_name, "none" if weights is None else str(weights))
     if resolved is None:
         # Parameter-free (ncc): built for the dataset's patch size.
-        model = build_matcher(model_name, width=width, patch_size=patch_size)
+        model = build_matcher(model_name, width=width, patch_size=patch_size, params=params)
         return model, {"weights": "none", "weights_sha256": None}
-    model = build_matcher(model_name, weights=resolved.path, expected_sha256=resolved.sha256)
+    model = build_matcher(model_name, weights=resolved.path, expected_sha256=resolved.sha256, params=params)
     return model, {"weights": str(resolved.path), "weights_sha256": resolved.sha256 or sha256_file(resolved.path)}
 
 
 def evaluate(model=None, *, weights: str | Path | None = None, dataset: str | PatchDataset = "vis-nir",
              data_dir: str | Path | None = None, batch_size: int = 256, device: str = "auto",
              subsets: Iterable[str] | None = None, roc_png: str | Path | None = None, width: float | None = None,
-             progress: bool = False) -> dict:
+             params: dict | None = None, progress: bool = False) -> dict:
     """Scores every test subset and returns the metrics as a JSON-ready dict.
 
     ``model``: a Matcher instance or a registry name (with ``weights``: a checkpoint path or shipped tag; a
     name alone works for parameter-free matchers such as ``ncc``). With ``weights`` alone the architecture is
-    read from the checkpoint.
+    read from the checkpoint. ``params`` are the matcher's own options (a pipeline's ``match.params``), e.g.
+    ``{"absolute": True}`` for NCC.
     """
     dev = parse_device(device)
     if batch_size < 1:
@@ -128,7 +130,7 @@ def evaluate(model=None, *, weights: str | Path | None = None, dataset: str | Pa
         raise InputError(f"{ds.root}: no test subset found for the {ds.name} layout; nothing to evaluate")
     info: dict = {}
     if model is None or isinstance(model, str):
-        model, info = _load_model(model, weights, width, next(iter(tests.values())).patch_size)
+        model, info = _load_model(model, weights, width, next(iter(tests.values())).patch_size, params)
     model = model.to(dev)
     t0 = time.perf_counter()
     results, curves = {}, {}

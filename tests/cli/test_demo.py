@@ -19,8 +19,10 @@ def test_demo_runs_writes_outputs_and_measures_error(runner, tmp_path):
     assert len(gdf) == stats["points_found"]
     assert (out / "tiepoints.png").stat().st_size > 10_000
     assert (out / "sar_SIMULATED.tif").exists()
-    # A second run replaces its own demo folder.
-    assert runner.invoke(cli, ["demo", "--out", str(out), "--json"]).exit_code == 0
+    # A second run replaces its own demo folder (the NCC matcher: the same job in seconds).
+    again = runner.invoke(cli, ["demo", "--out", str(out), "--matcher", "ncc", "--json"])
+    assert again.exit_code == 0, again.output
+    assert gpd.read_file(out / "tiepoints.gpkg", layer="tiepoints")["matcher"].iloc[0] == "ncc"
 
 
 def test_demo_refuses_a_folder_it_did_not_make(runner, tmp_path):

@@ -55,3 +55,22 @@ def test_dataset_build_command(runner, tmp_path):
     assert res.exit_code == 0 and "train" in res.output
     res = runner.invoke(cli, ["dataset", "build", "--preset", "vis-nir", "--out", str(tmp_path / "v")])
     assert res.exit_code == 2 and "--source" in res.output
+
+
+def test_evaluate_passes_matcher_params(runner, tmp_path):
+    from patch_factories import write_split
+
+    # Positives whose second patch is the first inverted (SAR-like contrast reversal); negatives unrelated.
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (40, 32, 32), dtype=np.uint8)
+    b = np.where(np.arange(40)[:, None, None] < 20, 255 - a, rng.integers(0, 256, (40, 32, 32), dtype=np.uint8))
+    labels = (np.arange(40) < 20).astype(np.uint8)
+    write_split(tmp_path, "sne_test_image.npy", "sne_test_label.npy", np.stack([a, b], 1).astype(np.uint8), labels)
+    base = ["evaluate", "--model", "ncc", "--dataset", "sen1-2", "--data-dir", str(tmp_path), "--json"]
+    signed = json.loads(runner.invoke(cli, base).stdout)["subsets"]["sne_test"]
+    res = runner.invoke(cli, [*base, "--param", "absolute=true"])
+    assert res.exit_code == 0, res.output
+    absolute = json.loads(res.stdout)["subsets"]["sne_test"]
+    assert signed["fpr95"] > 0.9 and absolute["fpr95"] < 0.05, (signed, absolute)
+    res = runner.invoke(cli, [*base, "--param", "absolute"])
+    assert res.exit_code == 2 and "--param 'absolute'" in res.output
