@@ -178,3 +178,19 @@ def test_bad_runtime_and_batch_size():
         build_scorer("ncc", device="cpu", runtime="tensorrt")
     with pytest.raises(InputError, match="batch_size 0"):
         build_scorer("ncc", device="cpu", batch_size=0)
+
+
+def test_onnx_runtime_fuses_every_same_padding_pad_into_its_conv(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from geomatch.models.checkpoint import build_matcher
+    from geomatch.models.export import onnx_bytes
+
+    data = onnx_bytes(build_matcher("rrlnet", width=WIDTH).prune())
+    assert any(n.op_type == "Pad" for n in onnx.load_from_string(data).graph.node)  # strided 'same' convs
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # portable, no NCHWc layout
+    opts.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    assert not [n.name for n in onnx.load(str(tmp_path / "optimised.onnx")).graph.node if n.op_type == "Pad"]
