@@ -88,10 +88,10 @@ def onnx_bytes(model: nn.Module, opset: int = DEFAULT_OPSET) -> bytes:
             wrapped, args, buf, input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
             opset_version=opset, dynamic_axes=dynamic, do_constant_folding=True, dynamo=False,
         )  # fmt: skip
-    return _fold_constants(buf.getvalue())
+    return _optimise_graph(buf.getvalue())
 
 
-def _fold_constants(data: bytes) -> bytes:
+def _optimise_graph(data: bytes) -> bytes:
     """Clean the exported graph (onnxscript's optimiser) so that ONNX Runtime fuses each "same" Pad into its Conv.
 
     The TorchScript exporter writes each ``F.pad``'s pads as its own ConstantOfShape/Slice/Cast chain, and
