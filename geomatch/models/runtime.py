@@ -261,6 +261,14 @@ def _choose(model, device: torch.device, runtime: str, weights_sha256: str | Non
     return eager, "eager", None
 
 
+def engine_for(model, device: torch.device, runtime: str = "auto") -> tuple[Engine, str]:
+    """An engine for an in-memory matcher (evaluation of a checkpoint): its inference form through the same
+    runtime choice and eager-parity check as :func:`build_scorer`. Returns (engine, runtime name)."""
+    inference = model if getattr(model, "pruned", True) else model.prune()
+    engine, chosen, _ = _choose(inference.eval(), device, runtime, None, getattr(model, "name", "matcher"))
+    return engine, chosen
+
+
 def build_scorer(name: str, weights: str | os.PathLike | None = "auto", device: str = "auto", batch_size: int = 256,
                  runtime: str = "auto", width: float | None = None, params: dict | None = None) -> Scorer:
     """A :class:`Scorer` for matcher ``name``.

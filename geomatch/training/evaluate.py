@@ -51,23 +51,34 @@ def check_patch_fit(model, patches: PatchSet) -> None:
 
 
 def score_pairs(model, patches: PatchSet, batch_size: int = 256, device: torch.device | str = "cpu",
-                amp: bool = True, progress: bool = False, desc: str = "") -> np.ndarray:
-    """Match scores (N,) of every pair of ``patches``, read batch by batch from the memory-mapped file."""
+                amp: bool = True, progress: bool = False, desc: str = "", runtime: str = "eager") -> np.ndarray:
+    """Match scores (N,) of every pair of ``patches``, read batch by batch from the memory-mapped file.
+
+    ``runtime="auto"`` on CPU scores the inference form through the pipeline's fastest runtime (ONNX Runtime
+    where it matches eager within 1e-4): about twice eager's pairs/s, worth its second of export for a test
+    set, not for a training run's per-epoch validation, which stays eager.
+    """
     from tqdm import tqdm
+
+    from geomatch.models.runtime import engine_for
 
     device = torch.device(device)
     check_patch_fit(model, patches)
     dtype = autocast_dtype(device) if amp else None
     was_training = model.training
     model.eval()
+    engine = engine_for(model, device, runtime)[0] if runtime != "eager" and device.type == "cpu" else None
     out = np.empty(len(patches), dtype=np.float64)
     starts = range(0, len(patches), batch_size)
     try:
         with torch.inference_mode():
             for start in tqdm(starts, desc=desc or patches.name, unit="batch", disable=not progress, leave=False):
                 stop = min(start + batch_size, len(patches))
-                x = torch.from_numpy(patches.batch(np.arange(start, stop)).astype(np.float32)).to(device)
-                x = x / 255.0
+                x = patches.batch(np.arange(start, stop)).astype(np.float32) / np.float32(255.0)
+                if engine is not None:
+                    out[start:stop] = engine(np.ascontiguousarray(x[:, 0:1]), np.ascontiguousarray(x[:, 1:2]))
+                    continue
+                x = torch.from_numpy(x).to(device)
                 with autocast(device, dtype):
                     score = model(x[:, 0:1], x[:, 1:2])["score"]
                 out[start:stop] = score.float().cpu().numpy()
@@ -135,7 +146,7 @@ def evaluate(model=None, *, weights: str | Path | None = None, dataset: str | Pa
     t0 = time.perf_counter()
     results, curves = {}, {}
     for name, patches in tests.items():
-        scores = score_pairs(model, patches, batch_size, dev, progress=progress, desc=name)
+        scores = score_pairs(model, patches, batch_size, dev, progress=progress, desc=name, runtime="auto")
         results[name] = metrics.summary(patches.labels, scores)
         fpr, tpr, _ = roc_curve(patches.labels, scores, drop_intermediate=True)
         curves[name] = (fpr, tpr, results[name]["fpr95"])

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from patch_factories import write_published
 from tiny import TinyMatcher
 
@@ -61,3 +62,18 @@ def test_wrong_patch_size_and_missing_weights(tmp_path):
         evaluate(TinyMatcher(MatcherConfig(patch_size=32)), dataset="os", data_dir=root, device="cpu")
     with pytest.raises(InputError, match="--weights"):
         evaluate("rrlnet", dataset="os", data_dir=root, device="cpu")
+
+
+def test_auto_runtime_scores_equal_eager(tmp_path):
+    from tiny import narrow_rrlnet
+
+    root = write_published(tmp_path / "os", "os", n_train=8, n_test=24)
+    patches = load_dataset("os", root).tests["os_test"]
+    model = narrow_rrlnet().train()  # the training form, as a checkpoint under evaluation often is
+    eager = score_pairs(model, patches, batch_size=10)
+    fast = score_pairs(model, patches, batch_size=10, runtime="auto")
+    assert model.training and not model.pruned  # the caller's model is left as it was
+    np.testing.assert_allclose(fast, eager, atol=1e-4)
+    from geomatch.models.runtime import engine_for
+
+    assert engine_for(model, torch.device("cpu"))[1] == "onnxruntime"  # not a silent fall back to eager
