@@ -105,7 +105,7 @@ def _onnx_engine(model, weights_sha256: str | None) -> Engine:
     cache = _onnx_cache_dir() if weights_sha256 else None
     cached = None
     if cache is not None:
-        key = f"{model.name}-{weights_sha256[:16]}-g{__version__}-t{torch.__version__}-o{DEFAULT_OPSET}-folded"
+        key = f"{model.name}-{weights_sha256[:16]}-g{__version__}-t{torch.__version__}-o{DEFAULT_OPSET}-optimised"
         cached = cache / (re.sub(r"[^A-Za-z0-9_.-]", "_", key) + ".onnx")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()  # follow the process's thread budget, as torch does
