@@ -18,7 +18,7 @@ import torch
 from sklearn.metrics import roc_curve
 
 from geomatch.errors import InputError
-from geomatch.models.runtime import parse_device
+from geomatch.models.runtime import engine_for, parse_device
 from geomatch.training import metrics
 from geomatch.training.datasets import PatchDataset, PatchSet, load_dataset
 
@@ -51,23 +51,19 @@ def check_patch_fit(model, patches: PatchSet) -> None:
 
 
 def score_pairs(model, patches: PatchSet, batch_size: int = 256, device: torch.device | str = "cpu",
-                amp: bool = True, progress: bool = False, desc: str = "", runtime: str = "eager") -> np.ndarray:
+                amp: bool = True, progress: bool = False, desc: str = "", engine=None) -> np.ndarray:
     """Match scores (N,) of every pair of ``patches``, read batch by batch from the memory-mapped file.
 
-    ``runtime="auto"`` on CPU scores the inference form through the pipeline's fastest runtime (ONNX Runtime
-    where it matches eager within 1e-4): about twice eager's pairs/s, worth its second of export for a test
-    set, not for a training run's per-epoch validation, which stays eager.
+    ``engine``: a runtime engine for ``model`` (``geomatch.models.runtime.engine_for``) to score through
+    instead of eager PyTorch.
     """
     from tqdm import tqdm
-
-    from geomatch.models.runtime import engine_for
 
     device = torch.device(device)
     check_patch_fit(model, patches)
     dtype = autocast_dtype(device) if amp else None
     was_training = model.training
     model.eval()
-    engine = engine_for(model, device, runtime)[0] if runtime != "eager" and device.type == "cpu" else None
     out = np.empty(len(patches), dtype=np.float64)
     starts = range(0, len(patches), batch_size)
     try:
@@ -143,10 +139,15 @@ def evaluate(model=None, *, weights: str | Path | None = None, dataset: str | Pa
     if model is None or isinstance(model, str):
         model, info = _load_model(model, weights, width, next(iter(tests.values())).patch_size, params)
     model = model.to(dev)
+    check_patch_fit(model, next(iter(tests.values())))
+    # On CPU, the pipeline's fastest runtime (ONNX Runtime where it matches eager within 1e-4): about twice
+    # eager's pairs/s, for a second of export, built once for every subset. Training's per-epoch validation
+    # stays eager.
+    engine = engine_for(model, dev)[0] if dev.type == "cpu" else None
     t0 = time.perf_counter()
     results, curves = {}, {}
     for name, patches in tests.items():
-        scores = score_pairs(model, patches, batch_size, dev, progress=progress, desc=name, runtime="auto")
+        scores = score_pairs(model, patches, batch_size, dev, progress=progress, desc=name, engine=engine)
         results[name] = metrics.summary(patches.labels, scores)
         fpr, tpr, _ = roc_curve(patches.labels, scores, drop_intermediate=True)
         curves[name] = (fpr, tpr, results[name]["fpr95"])

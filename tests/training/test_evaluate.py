@@ -70,10 +70,11 @@ def test_auto_runtime_scores_equal_eager(tmp_path):
     root = write_published(tmp_path / "os", "os", n_train=8, n_test=24)
     patches = load_dataset("os", root).tests["os_test"]
     model = narrow_rrlnet().train()  # the training form, as a checkpoint under evaluation often is
-    eager = score_pairs(model, patches, batch_size=10)
-    fast = score_pairs(model, patches, batch_size=10, runtime="auto")
-    assert model.training and not model.pruned  # the caller's model is left as it was
-    np.testing.assert_allclose(fast, eager, atol=1e-4)
     from geomatch.models.runtime import engine_for
 
-    assert engine_for(model, torch.device("cpu"))[1] == "onnxruntime"  # not a silent fall back to eager
+    engine, runtime = engine_for(model, torch.device("cpu"))
+    assert runtime == "onnxruntime"  # not a silent fall back to eager
+    eager = score_pairs(model, patches, batch_size=10)
+    fast = score_pairs(model, patches, batch_size=10, engine=engine)
+    assert model.training and not model.pruned  # the caller's model is left as it was
+    np.testing.assert_allclose(fast, eager, atol=1e-4)
