@@ -95,10 +95,21 @@ def register(vis, vis_ok, nir, nir_ok, coarse=COARSE, detect=DETECT, match=MATCH
     return df, info, initial, t
 
 
-def errors(df, truth: np.ndarray) -> np.ndarray:
-    ref = df[["ref_x", "ref_y"]].to_numpy(float)
-    tgt = df[["tgt_x", "tgt_y"]].to_numpy(float)
+def affine_errors(ref: np.ndarray, tgt: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Distance of each (n, 2) target point from where the true affine puts its (n, 2) reference point."""
     return np.hypot(*(ref @ truth[:, :2].T + truth[:, 2] - tgt).T)
+
+
+def errors(df, truth: np.ndarray) -> np.ndarray:
+    return affine_errors(df[["ref_x", "ref_y"]].to_numpy(float), df[["tgt_x", "tgt_y"]].to_numpy(float), truth)
+
+
+def pair_keys(data: Path, categories, limit: int | None = None):
+    """(category, folder, key) of each VIS-NIR pair, the first ``limit`` per category."""
+    for cat in categories:
+        folder = data / "vis-nir" / cat
+        for key in sorted(p.name[:4] for p in folder.glob("*_rgb.jpg"))[:limit]:
+            yield cat, folder, key
 
 
 def capture_error(affine: np.ndarray, truth: np.ndarray, shape) -> float:
@@ -110,26 +121,24 @@ def capture_error(affine: np.ndarray, truth: np.ndarray, shape) -> float:
 
 def run(data: Path, categories, limit: int | None = None, **overrides) -> list[dict]:
     rows = []
-    for cat in categories:
-        folder = data / "vis-nir" / cat
-        for key in sorted(p.name[:4] for p in folder.glob("*_rgb.jpg"))[:limit]:
-            vis, vis_ok, nir, nir_ok, truth = load_pair(folder, key)
-            df, info, initial, t = register(vis, vis_ok, nir, nir_ok, **overrides)
-            err = errors(df, truth)
-            kept = df["outlier"].to_numpy() == 0 if len(df) else np.zeros(0, bool)
-            med = float(np.median(err[kept])) if kept.any() else float("nan")
-            row = {
-                "pair": f"{cat}/{key}", "capture_px": capture_error(initial.affine, truth, vis.shape),
-                "coarse": initial.method, "found": int(len(df)), "kept": int(kept.sum()), "median_px": med,
-                "within_1px": float((err[kept] < 1).mean()) if kept.any() else 0.0,
-                "registered": bool(kept.sum() >= MIN_KEPT and med < 2.0),
-                "n_evals_mean": float(df["n_evals"].mean()) if len(df) else 0.0,
-                "rmse_model_px": info.get("rmse_px"), "seconds": t,
-            }
-            rows.append(row)
-            print(f"{row['pair']}: capture {row['capture_px']:.1f} px, found {row['found']}, kept {row['kept']}, "
-                  f"median {med:.2f} px, registered {row['registered']}, evals/kp {row['n_evals_mean']:.0f}, "
-                  f"coarse {t['coarse']:.1f}s match {t['match']:.1f}s", flush=True)
+    for cat, folder, key in pair_keys(data, categories, limit):
+        vis, vis_ok, nir, nir_ok, truth = load_pair(folder, key)
+        df, info, initial, t = register(vis, vis_ok, nir, nir_ok, **overrides)
+        err = errors(df, truth)
+        kept = df["outlier"].to_numpy() == 0 if len(df) else np.zeros(0, bool)
+        med = float(np.median(err[kept])) if kept.any() else float("nan")
+        row = {
+            "pair": f"{cat}/{key}", "capture_px": capture_error(initial.affine, truth, vis.shape),
+            "coarse": initial.method, "found": int(len(df)), "kept": int(kept.sum()), "median_px": med,
+            "within_1px": float((err[kept] < 1).mean()) if kept.any() else 0.0,
+            "registered": bool(kept.sum() >= MIN_KEPT and med < 2.0),
+            "n_evals_mean": float(df["n_evals"].mean()) if len(df) else 0.0,
+            "rmse_model_px": info.get("rmse_px"), "seconds": t,
+        }
+        rows.append(row)
+        print(f"{row['pair']}: capture {row['capture_px']:.1f} px, found {row['found']}, kept {row['kept']}, "
+              f"median {med:.2f} px, registered {row['registered']}, evals/kp {row['n_evals_mean']:.0f}, "
+              f"coarse {t['coarse']:.1f}s match {t['match']:.1f}s", flush=True)
     return rows
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from skimage.feature import SIFT, match_descriptors
 from skimage.measure import ransac
 from skimage.transform import AffineTransform, rescale
-from visnir_pairs import MIN_KEPT, default_data, load_pair, summarise
+from visnir_pairs import MIN_KEPT, affine_errors, default_data, load_pair, pair_keys, summarise
 
 RATIO = 0.8  # Lowe's ratio test
 
@@ -64,21 +64,19 @@ def sift_register(vis, nir, impl="opencv", threshold_px=3.0, seed=0):
 
 def run(data: Path, categories, limit=None, impl="opencv") -> list[dict]:
     rows = []
-    for cat in categories:
-        folder = data / "vis-nir" / cat
-        for key in sorted(p.name[:4] for p in folder.glob("*_rgb.jpg"))[:limit]:
-            vis, _, nir, _, truth = load_pair(folder, key)
-            t0 = time.perf_counter()
-            a, b = sift_register(vis, nir, impl)
-            err = np.hypot(*(a @ truth[:, :2].T + truth[:, 2] - b).T)
-            med = float(np.median(err)) if len(err) else float("nan")
-            row = {"pair": f"{cat}/{key}", "kept": int(len(err)), "median_px": med,
-                   "within_1px": float((err < 1).mean()) if len(err) else 0.0,
-                   "registered": bool(len(err) >= MIN_KEPT and med < 2.0),
-                   "seconds": round(time.perf_counter() - t0, 1)}
-            rows.append(row)
-            print(f"{row['pair']}: kept {row['kept']}, median {med:.2f} px, registered {row['registered']}",
-                  flush=True)
+    for cat, folder, key in pair_keys(data, categories, limit):
+        vis, _, nir, _, truth = load_pair(folder, key)
+        t0 = time.perf_counter()
+        a, b = sift_register(vis, nir, impl)
+        err = affine_errors(a, b, truth)
+        med = float(np.median(err)) if len(err) else float("nan")
+        row = {"pair": f"{cat}/{key}", "kept": int(len(err)), "median_px": med,
+               "within_1px": float((err < 1).mean()) if len(err) else 0.0,
+               "registered": bool(len(err) >= MIN_KEPT and med < 2.0),
+               "seconds": round(time.perf_counter() - t0, 1)}
+        rows.append(row)
+        print(f"{row['pair']}: kept {row['kept']}, median {med:.2f} px, registered {row['registered']}",
+              flush=True)
     return rows
 
 
