@@ -14,13 +14,11 @@ a tag to ``{file, matcher, width, sha256, description, pair_types}``.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -29,6 +27,7 @@ from pathlib import Path
 import torch
 
 from geomatch.errors import CheckpointError, ConfigError
+from geomatch.fileio import sha256_bytes, sha256_file, write_atomic  # noqa: F401  (re-exported until callers move)
 
 log = logging.getLogger(__name__)
 
@@ -50,38 +49,6 @@ def _versions() -> dict:
 def _plain(obj):
     """Metadata as JSON-compatible data, which weights_only loading accepts and the CLI can print."""
     return json.loads(json.dumps(obj, default=str))
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename, so a crash never leaves half a file there."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); results are meant to be shared like any other file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def checkpoint_metadata(model, metadata: dict | None = None) -> dict:

@@ -11,47 +11,15 @@ path)`` writing to the (temporary) ``path`` given, and register the class under 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 from geomatch import __version__
-from geomatch.errors import InputError, OutputExistsError
+from geomatch.fileio import atomic_output, check_writable  # noqa: F401  (re-exported until callers move)
 from geomatch.pipeline.schema import SCHEMA_VERSION
 
 RUN_FIELDS = ("run_id", "started", "finished", "geomatch_version", "schema_version", "pipeline_toml",
               "inputs_json", "versions_json", "timings_json", "summary_json")
-
-
-def check_writable(path, overwrite: bool) -> Path:
-    """Fail early (before any work) when ``path`` exists without ``overwrite`` or its folder is missing."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputExistsError(f"output {path} is a directory; give a file name")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"output {path} already exists; pass --overwrite to replace it or choose another name")
-    if not path.parent.is_dir():
-        raise InputError(f"output folder {path.parent} does not exist; create it or choose another output path")
-    return path
-
-
-@contextlib.contextmanager
-def atomic_output(path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it onto ``path``, on failure delete it."""
-    path = check_writable(path, overwrite)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial{path.suffix}")
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise RuntimeError(f"writer produced no file for {path}")
-        os.replace(tmp, path)
-    finally:
-        for leftover in (tmp, *(tmp.with_name(tmp.name + s) for s in ("-journal", "-wal", "-shm"))):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
 
 
 def _json(value) -> str:
