@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from geomatch import registry
-from geomatch.models import runtime
+from geomatch.models import engines, runtime
 from geomatch.models.base import keras_param_count
-from geomatch.models.checkpoint import build_matcher, needs_weights
+from geomatch.models.factory import build_matcher, needs_weights
 from geomatch.models.flops import multiply_adds
 
 
@@ -97,7 +97,7 @@ def bench_matcher(name: str, width: float | None, cap: int, min_time: float) -> 
     rng = np.random.default_rng(0)
     o = rng.random((batch, 64, 64), dtype=np.float32)
     s = rng.random((batch, 64, 64), dtype=np.float32)
-    for kind in runtime.CPU_RUNTIMES:
+    for kind in engines.CPU_RUNTIMES:
         runtime.clear_cache()
         # Fresh initialisation: speed does not depend on the trained values. Built per runtime so each one's
         # parity check against eager is recorded (auto would skip a runtime that fails it).
@@ -107,7 +107,7 @@ def bench_matcher(name: str, width: float | None, cap: int, min_time: float) -> 
         print(f"  {name} w={width} {kind}: {row['pairs_per_s'][kind]:.1f} pairs/s", file=sys.stderr, flush=True)
     runtime.clear_cache()
     # What runtime="auto" picks: the first of its order whose build-time parity check passed (same rule).
-    ok = [k for k in runtime.AUTO_ORDER_CPU if k == "eager" or row["parity"][k] <= runtime.PARITY_TOL]
+    ok = [k for k in engines.AUTO_ORDER_CPU if k == "eager" or row["parity"][k] <= engines.PARITY_TOL]
     row["auto_runtime"] = ok[0]
     return row
 
@@ -123,7 +123,7 @@ def markdown(rows: list[dict], probes: dict[str, float], roofline: float) -> str
     lines = ["| probe | GFLOP/s |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in probes.items()]
     lines += ["", f"Roofline (best probe): **{roofline:.1f} GFLOP/s**.", ""]
-    kinds = runtime.CPU_RUNTIMES
+    kinds = engines.CPU_RUNTIMES
     head = "| matcher | width | params (inference) | MMAC/pair | batch | " + " | ".join(f"{k} pairs/s" for k in kinds)
     head += " | fastest | auto picks | roofline share, eager | roofline share, fastest |"
     lines += [head, "|" + "---|" * (5 + len(kinds) + 4)]

@@ -4,7 +4,7 @@
     python benchmarks/gefolki.py --matcher rrlnet --weights optical-sar
 
 Prints (and with --json writes) kept points, median error, RMSE and the shares within 1 and 3 px of the kept
-points against the reference displacement field; see geomatch.fixtures for how the pair is built.
+points against the reference displacement field; see gefolki_fixture.py for how the pair is built.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from gefolki_fixture import build_gefolki, error_stats, gefolki_errors
+
 from geomatch import config
-from geomatch.fixtures import build_gefolki, error_stats, gefolki_errors
 from geomatch.pipeline.run import run_pipeline
 
 DATA = Path(os.environ.get("GEOMATCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -19,18 +19,18 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-import torch
 from scipy import ndimage as ndi
 from skimage import color, io
 
 from geomatch.config import CoarseConfig, DetectConfig, FilterConfig, MatchConfig
+from geomatch.models.runtime import build_scorer
 from geomatch.pipeline.coarse import estimate_initial
 from geomatch.pipeline.filters import flag_outliers
 from geomatch.pipeline.search import match_points
 from geomatch_plugins.detectors.corners import Harris
-from geomatch_plugins.matchers.ncc import NCC
 
 MIN_KEPT = 6
 PATCH = 64
@@ -54,45 +54,56 @@ def nodata_border(img: np.ndarray, level: float = 0.03, grow: int = 3) -> np.nda
     return ~ndi.binary_dilation(fill, iterations=grow)
 
 
-def load_pair(folder: Path, key: str):
-    """(vis grey, vis valid, nir, nir valid, true affine VIS -> NIR in GDAL pixel-centre coordinates)."""
+class VisNirPair(NamedTuple):
+    vis: np.ndarray  # grey, float32 in [0, 1]
+    vis_ok: np.ndarray  # valid mask
+    nir: np.ndarray
+    nir_ok: np.ndarray
+    truth: np.ndarray  # 2x3 affine VIS -> NIR pixel, GDAL pixel-centre coordinates
+
+
+class Registration(NamedTuple):
+    points: object  # DataFrame of matches, outliers flagged
+    model_info: dict  # the filter's model fit
+    initial: object  # the coarse stage's estimate
+    timings: dict  # seconds per stage
+
+
+def load_pair(folder: Path, key: str) -> VisNirPair:
+    """The pair ``key`` of ``folder`` with its true affine."""
     vis = _grey(folder / f"{key}_rgb.jpg")
     nir = _grey(folder / f"{key}_nir.jpg")
     m = np.load(folder / f"{key}_nir.npy").astype(np.float64)
     lin, t = m[:, :2], m[:, 2]
     truth = np.hstack([lin, (t + 0.5 - lin @ [0.5, 0.5])[:, None]])
-    return vis, np.ones(vis.shape, bool), nir, nodata_border(nir), truth
+    return VisNirPair(vis, np.ones(vis.shape, bool), nir, nodata_border(nir), truth)
 
 
 def default_data() -> Path:
     return Path(os.environ.get("GEOMATCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def ncc_scorer(module: NCC | None = None):
-    module = (module or NCC()).eval()
+def register(vis, vis_ok, nir, nir_ok, coarse=COARSE, detect=DETECT, match=MATCH, filt=FILTER,
+             scorer=None) -> Registration:
+    """The matching half of the pipeline on one in-memory pair.
 
-    def score(opt: np.ndarray, sar: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module.score(torch.from_numpy(opt)[:, None], torch.from_numpy(sar)[:, None]).numpy()
-
-    return score
-
-
-def register(vis, vis_ok, nir, nir_ok, coarse=COARSE, detect=DETECT, match=MATCH, filt=FILTER, scorer=None):
-    """The matching half of the pipeline on one in-memory pair; returns (points, model_info, initial, timings)."""
+    ``scorer``: any :func:`build_scorer` result; default NCC at ``PATCH`` pixels.
+    """
+    if scorer is None:
+        scorer = build_scorer("ncc", device="cpu", batch_size=match.batch_size, params={"patch_size": PATCH})
     t = {}
     t0 = time.perf_counter()
     initial = estimate_initial(vis, vis_ok, nir, nir_ok, coarse, 1.0)
     t["coarse"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     kps = Harris(**detect.params).detect(vis, vis_ok, detect.max_points_per_tile, detect.cell_size,
-                                         detect.min_contrast, PATCH // 2)
+                                         detect.min_contrast, scorer.patch_size // 2)
     t["detect"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    df = match_points(vis, nir, vis_ok, nir_ok, kps, initial.affine, scorer or ncc_scorer(), match, PATCH)
+    df = match_points(vis, nir, vis_ok, nir_ok, kps, initial.affine, scorer, match)
     t["match"] = time.perf_counter() - t0
     df, info = flag_outliers(df, filt)
-    return df, info, initial, t
+    return Registration(df, info, initial, t)
 
 
 def affine_errors(ref: np.ndarray, tgt: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -176,8 +187,6 @@ def main(argv=None) -> int:
         return 2
     scorer = None
     if args.matcher != "ncc":
-        from geomatch.models.runtime import build_scorer
-
         scorer = build_scorer(args.matcher, args.weights, "cpu")
     rows = run(args.data, args.categories, limit=args.limit, match=replace(MATCH, search_radius=args.search_radius),
                filt=replace(FILTER, min_score=args.min_score),

@@ -8,6 +8,7 @@ name is a ``ConfigError`` that lists the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import types
 import typing
@@ -47,13 +48,14 @@ class CoarseConfig:
 
     enabled: bool = True
     max_shift_px: float = 48.0
+    max_shift_widen: float = 2.0  # a shift peak on the edge of max_shift_px widens the search up to this multiple
     max_rotation_deg: float = 0.0
     scale_range: tuple[float, ...] = (1.0,)  # (s,) fixed; (lo, hi) searched in scale_step steps; 3+: a list
     downsample: int = 4
     rotation_step_deg: float = 2.0  # first-pass rotation step; refinement passes halve it
     scale_step: float = 0.04  # first-pass relative scale step
     refine_levels: int = 2  # refinement passes on finer overviews after the global search
-    min_confidence: float = 1.1  # best peak over runner-up peak; below it the identity is used
+    min_confidence: float = 1.1  # best peak over runner-up; below it a quick fine pass picks among candidates
     min_peak: float = 0.15  # descriptor correlation the best peak must reach; below it the identity is used
 
 
@@ -124,6 +126,58 @@ CHOICES = {
     ("match", "search_units"): ("px", "m"),
     ("filter", "model"): ("affine", "poly2"),
 }
+# Numeric ranges (low, high; None: unbounded; `low_open`: low itself excluded). A value outside them
+# used to fail deep inside a stage, or was accepted silently; now it is refused with the config.
+_POSITIVE = (0, None, True)
+_NON_NEGATIVE = (0, None, False)
+RANGES: dict[tuple[str, str], tuple[float | None, float | None, bool]] = {
+    ("pair", "min_overlap_px"): (1, None, False),
+    ("tiles", "size"): (8, None, False),
+    ("coarse", "max_shift_px"): _NON_NEGATIVE,
+    ("coarse", "max_rotation_deg"): (0, 180, False),
+    ("coarse", "scale_range"): _POSITIVE,
+    ("coarse", "downsample"): (1, None, False),
+    ("coarse", "rotation_step_deg"): _POSITIVE,
+    ("coarse", "scale_step"): _POSITIVE,
+    ("coarse", "refine_levels"): _NON_NEGATIVE,
+    ("coarse", "min_confidence"): _NON_NEGATIVE,
+    ("coarse", "min_peak"): (-1, 1, False),
+    ("detect", "max_points_per_tile"): (1, None, False),
+    ("detect", "cell_size"): (1, None, False),
+    ("detect", "min_contrast"): _NON_NEGATIVE,
+    ("match", "search_radius"): _POSITIVE,
+    ("match", "coarse_step"): (1, None, False),
+    ("match", "refine_top"): (1, None, False),
+    ("match", "coarse_sigma"): _NON_NEGATIVE,
+    ("match", "exclusion_px"): _NON_NEGATIVE,
+    ("match", "batch_size"): (1, None, False),
+    ("filter", "min_score"): (-1, 1, False),
+    ("filter", "max_ratio"): (0, 1, False),
+    ("filter", "local_radius_px"): _NON_NEGATIVE,  # 0 switches the neighbour check off
+    ("filter", "local_max_dev_px"): _POSITIVE,
+    ("filter", "ransac_threshold_px"): _POSITIVE,
+}
+
+
+def range_text(stage: str, key: str) -> str:
+    low, high, low_open = RANGES[(stage, key)]
+    if high is None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+
+
+def check_range(stage: str, key: str, value: Any, label: str | None = None) -> None:
+    """Refuse a number outside RANGES; ``label`` names it as the user gave it (e.g. a CLI flag)."""
+    if (stage, key) not in RANGES or value is None:
+        return
+    low, high, low_open = RANGES[(stage, key)]
+    for v in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue  # the type check reports it
+        too_low = v <= low if low_open else v < low
+        if too_low or (high is not None and v > high) or v != v:
+            name = label or f"[{stage}] {key}"
+            raise ConfigError(f"{name} = {value!r} is out of range; it must be {range_text(stage, key)}")
 
 
 def _coerce(where: str, value: Any, hint: Any) -> Any:
@@ -166,6 +220,7 @@ def _build_stage(stage: str, cls: type, values: dict) -> Any:
         choices = CHOICES.get((stage, key))
         if choices and kwargs[key] not in choices:
             raise ConfigError(f"[{stage}] {key} = {value!r} is not valid; choose one of: {', '.join(choices)}")
+        check_range(stage, key, kwargs[key])
     obj = cls(**kwargs)
     if stage in PLUGIN_KINDS:
         kind = PLUGIN_KINDS[stage]
@@ -225,16 +280,19 @@ def shipped_pipelines() -> dict[str, Path]:
 
 
 def resolve_pipeline_path(name_or_path: str) -> Path:
+    """A path when it looks like one (ends in .toml or holds a separator), else a shipped name: a folder that
+    happens to be called like a pipeline (``visnir/``) must not shadow it."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml" or "/" in name_or_path or os.sep in name_or_path:
         if not path.is_file():
-            raise ConfigError(f"pipeline file {path} not found; give an existing .toml or a shipped name")
+            raise ConfigError(f"pipeline file {path} not found (taken as a path: it ends in .toml or contains a "
+                              "separator); give an existing .toml file or a shipped name")
         return path
     shipped = shipped_pipelines()
     if name_or_path not in shipped:
         raise ConfigError(
-            f"unknown pipeline '{name_or_path}'; shipped pipelines: {', '.join(sorted(shipped))} "
-            "(or give a path to a .toml file)"
+            f"unknown pipeline '{name_or_path}' (taken as a shipped name); shipped pipelines: "
+            f"{', '.join(sorted(shipped))}, or give a path to a .toml file (ending in .toml or with a separator)"
         )
     return shipped[name_or_path]
 

@@ -2,6 +2,7 @@
 
 2: usage and bad input (the user can fix it by changing a file or an option).
 1: runtime failures (something went wrong while doing valid work).
+130: interrupted (Ctrl-C), as shells report SIGINT; see ``geomatch.cli.main``.
 """
 
 
@@ -43,3 +44,11 @@ class CheckpointError(InputError):
 
 class OutputExistsError(InputError):
     """Refusing to overwrite a user's file without --overwrite."""
+
+
+class OutputBusyError(InputError):
+    """Another run is writing the same output right now."""
+
+
+class SchedulerError(InputError):
+    """A dask.distributed scheduler address that cannot be reached."""

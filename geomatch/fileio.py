@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from geomatch.errors import InputError, OutputExistsError
+from geomatch.errors import InputError, OutputBusyError, OutputExistsError
 
 PARTIAL_MARK = ".partial"
 _SQLITE_SIDECARS = ("-journal", "-wal", "-shm")
@@ -100,3 +100,46 @@ def remove_stale_partials(path) -> list[Path]:
             p.unlink()
             removed.append(p)
     return removed
+
+
+def lock_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextlib.contextmanager
+def claim_output(path) -> Iterator[Path]:
+    """Hold an exclusive claim on ``path`` while a run works towards it.
+
+    A second run to the same output then fails at once instead of working to the end and losing the
+    race at the rename. The claim is an ``flock`` on ``.<name>.lock``: the kernel drops it when the
+    process dies, even by SIGKILL, so a crashed run never blocks the next one.
+    """
+    import fcntl
+
+    path = Path(path)
+    lock = lock_path(path)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputBusyError(
+                f"output {path} is being written by another geomatch run right now ({lock} is held); "
+                "wait for it to finish or choose another output"
+            ) from None
+        # The previous holder unlinks the lock file when done; if that happened between our open and
+        # our flock we hold a lock on a deleted file, which claims nothing: open the new one.
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        os.close(fd)

@@ -3,18 +3,20 @@
 Plugin authors: expose an object under one of these entry-point groups in your distribution's metadata
 and geomatch finds it; our own plugins are registered exactly this way (see ``setup.cfg``).
 
-=====================  ===============================================================
+=====================  ===================================================================================
 group                  object the entry point names
-=====================  ===============================================================
-geomatch.matchers      an ``nn.Module`` subclass following ``geomatch.models.base.Matcher``
-geomatch.detectors     a class with ``detect(image, valid, max_points) -> Keypoints``
-geomatch.writers       a class following ``geomatch.pipeline.writer.Writer``
+=====================  ===================================================================================
+geomatch.matchers      a subclass of ``geomatch.models.base.Matcher`` (an ``nn.Module``)
+geomatch.detectors     a subclass of ``geomatch.pipeline.detector.Detector``: ``detect(image, valid,
+                       max_points, cell_size, min_contrast, border, origin, window) -> Keypoints``
+geomatch.writers       a subclass of ``geomatch.pipeline.writer.Writer``
 geomatch.commands      a ``click.Command`` added to the ``geomatch`` CLI
-=====================  ===============================================================
+=====================  ===================================================================================
 
 Listing reads metadata only: nothing is imported until a plugin is used, so ``geomatch --help`` and
-``geomatch plugins list`` never import torch. A plugin whose import fails is reported as broken with
-its error, naming the distribution that provided it; it never breaks the rest of the CLI.
+``geomatch plugins list`` never import torch. A plugin whose import fails, or whose object does not fit
+its group's contract (checked when it is loaded), is reported as broken with its error, naming the
+distribution that provided it; it never breaks the rest of the CLI.
 """
 
 from __future__ import annotations
@@ -119,6 +121,35 @@ def list_plugins(kind: str | None = None, check: bool = False) -> list[PluginInf
     return out
 
 
+def _contract(kind: str) -> type:
+    """The base every object of ``kind`` must derive from (imported only when a plugin is loaded)."""
+    if kind == "matchers":
+        from geomatch.models.base import Matcher
+
+        return Matcher
+    if kind == "detectors":
+        from geomatch.pipeline.detector import Detector
+
+        return Detector
+    if kind == "writers":
+        from geomatch.pipeline.writer import Writer
+
+        return Writer
+    import click
+
+    return click.Command
+
+
+def _check_contract(kind: str, obj) -> None:
+    base = _contract(kind)
+    label = f"{base.__module__}.{base.__qualname__}"
+    if kind == "commands":
+        if not isinstance(obj, base):
+            raise TypeError(f"{obj!r} is not a {label}")
+    elif not (isinstance(obj, type) and issubclass(obj, base)):
+        raise TypeError(f"{obj!r} is not a subclass of {label}")
+
+
 @cache
 def _load(kind: str, name: str):
     eps = _entry_points(kind)
@@ -127,7 +158,9 @@ def _load(kind: str, name: str):
         raise UnknownPluginError(f"unknown {kind[:-1]} '{name}'; valid choices: {valid}")
     ep = eps[name]
     try:
-        return ep.load()
+        obj = ep.load()
+        _check_contract(kind, obj)
+        return obj
     except Exception as exc:
         raise BrokenPluginError(
             f"{kind[:-1]} plugin '{name}' from {_dist_label(ep)} failed to load "

@@ -17,6 +17,20 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+@pytest.fixture(scope="session")
+def data_file(data_dir):
+    """``data_file("gefolki/S2_patch11.tif")``: a path in the real-data folder, or a skip naming the missing file
+    where the folder is only partly there (a test must not error on a partial copy)."""
+
+    def find(relative: str) -> Path:
+        path = data_dir / relative
+        if not path.exists():
+            pytest.skip(f"real data incomplete: {path} not found; complete the shared data folder at {data_dir}")
+        return path
+
+    return find
+
+
 @pytest.fixture
 def runner():
     from click.testing import CliRunner

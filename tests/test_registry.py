@@ -13,8 +13,19 @@ from geomatch.errors import BrokenPluginError, UnknownPluginError
 
 @pytest.fixture
 def fake_dist(tmp_path, monkeypatch):
-    """Install a fake distribution on sys.path whose entry points are broken in two ways."""
+    """Install a fake distribution on sys.path whose entry points are broken in three ways."""
     (tmp_path / "fake_broken_mod.py").write_text("raise ImportError('needs libfoo, which is missing')\n")
+    # Imports fine, but names objects that do not fit their groups' contracts.
+    (tmp_path / "fake_wrong_mod.py").write_text(textwrap.dedent(
+        """
+        class Corners:
+            def detect(self, image, valid, max_points):
+                return []
+
+        def cmd():
+            pass
+        """
+    ))
     info = tmp_path / "fakegeo-1.2.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakegeo\nVersion: 1.2\n")
@@ -24,8 +35,12 @@ def fake_dist(tmp_path, monkeypatch):
             [geomatch.matchers]
             ghostnet = fake_missing_module:Ghost
             crashnet = fake_broken_mod:Crash
+            wrongnet = fake_wrong_mod:Corners
+            [geomatch.detectors]
+            wrongdet = fake_wrong_mod:Corners
             [geomatch.commands]
             crashcmd = fake_broken_mod:cmd
+            wrongcmd = fake_wrong_mod:cmd
             """
         )
     )
@@ -80,6 +95,32 @@ def test_using_broken_plugin_names_plugin_and_distribution(fake_dist):
     msg = str(exc.value)
     assert "crashnet" in msg and "fakegeo 1.2" in msg and "needs libfoo" in msg
     assert exc.value.exit_code == 1
+
+
+@pytest.mark.parametrize("kind, name, contract", [
+    ("detectors", "wrongdet", "geomatch.pipeline.detector.Detector"),
+    ("matchers", "wrongnet", "geomatch.models.base.Matcher"),
+    ("commands", "wrongcmd", "click.core.Command"),
+])
+def test_plugin_that_does_not_fit_its_contract_is_broken(fake_dist, kind, name, contract):
+    with pytest.raises(BrokenPluginError) as exc:
+        registry.load(kind, name)
+    msg = str(exc.value)
+    assert name in msg and "fakegeo 1.2" in msg and contract in msg
+    assert exc.value.exit_code == 1
+    infos = {i.name: i for i in registry.list_plugins(kind, check=True)}
+    assert infos[name].status == "broken" and contract in infos[name].error
+
+
+def test_own_plugins_fit_their_contracts():
+    from geomatch.pipeline.detector import Detector
+    from geomatch.pipeline.writer import Writer
+
+    for kind in ("detectors", "writers", "commands"):
+        infos = registry.list_plugins(kind, check=True)
+        assert infos and all(i.status == "ok" for i in infos), [i for i in infos if i.status != "ok"]
+    assert all(issubclass(registry.load("detectors", n), Detector) for n in registry.names("detectors"))
+    assert all(issubclass(registry.load("writers", n), Writer) for n in registry.names("writers"))
 
 
 def test_unknown_plugin_lists_choices():

@@ -16,11 +16,12 @@ def dataset():
 @click.option("--preset", type=click.Choice(["vis-nir", "optical-sar"]),
               help="vis-nir: --source is the VIS-NIR registration folder; country/ -> train + val (by image), "
                    "every other category -> a test subset <name>.npy; output usable as --dataset vis-nir. "
-                   "optical-sar: --data-dir holds s1s2/ (Sentinel-1/2 scene pairs; gefolki/ is left out as the "
-                   "pipeline's test scene); split by place into train, val and test_optical-sar.")
+                   "optical-sar: --data-dir holds s1s2/, volkov-s1s2/, 3mos/, changedet/ (optical/SAR scene pairs; "
+                   "gefolki/ is left out as the pipeline's test scene), each scene's residual shift measured and "
+                   "taken out; split by place into train, val and test_optical-sar.")
 @click.option("--source", type=click.Path(file_okay=False), help="Source folder of the preset.")
 @click.option("--data-dir", type=click.Path(file_okay=False),
-              help="optical-sar preset: the data folder holding s1s2/ (e.g. ../shared/data).")
+              help="optical-sar preset: the data folder holding s1s2/ and the other sources (e.g. ../shared/data).")
 @click.option("--pair", "pairs", nargs=2, multiple=True, type=click.Path(dir_okay=False),
               metavar="OPTICAL SAR", help="An aligned pair (GeoTIFFs on one grid or same-size images); repeatable.")
 @click.option("--pairs", "pair_list", type=click.Path(dir_okay=False),
@@ -36,18 +37,22 @@ def dataset():
 @click.option("--hard-fraction", type=float, default=0.5, show_default=True,
               help="Share of negatives that are hard (the SAR patch 8-24 px off the true point).")
 @click.option("--val-fraction", type=float, default=0.2, show_default=True,
-              help="Share of the (unassigned) source images that go to validation.")
+              help="Share of the valid pixels of the (unassigned) source images that goes to validation, whole "
+                   "images (optical-sar: whole places).")
 @click.option("--test-fraction", type=float, default=0.15, show_default=True,
               help="optical-sar preset: share of the valid pixels, by place, held out as the test split.")
 @click.option("--exclude", "exclude", multiple=True, default=("gefolki",), show_default=True,
               help="optical-sar preset: a source or the start of scene ids to leave out; repeatable (giving it "
                    "replaces the default, which keeps the pipeline's gefolki test scene out).")
+@click.option("--include", "include", multiple=True,
+              help="optical-sar preset: read only this source or scenes whose id starts so (e.g. volkov-s1s2/00); "
+                   "repeatable; default: every source found.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_opt
 @json_opt
 def build(preset, source, pairs, pair_list, out_dir, patch_size, max_points, cell_size, min_contrast, detector,
           hard_fraction, val_fraction, seed, overwrite, as_json, data_dir=None, test_fraction=0.15,
-          exclude=("gefolki",)):
+          exclude=("gefolki",), include=()):
     """Cut 64x64 patch pairs (published format: uint8 (N, 2, P, P) + labels) from co-registered image pairs.
 
     \b
@@ -56,21 +61,21 @@ def build(preset, source, pairs, pair_list, out_dir, patch_size, max_points, cel
       geomatch dataset build --pair s2.tif s1.tif --pair s2b.tif s1b.tif --out data/my-patches
       geomatch dataset build --pairs pairs.csv --out data/my-patches --max-points 500
       geomatch dataset build --preset optical-sar --data-dir ../shared/data --out data/optical-sar-patches
+      geomatch dataset build --preset optical-sar --data-dir ../shared/data --include volkov-s1s2/00 --out d/trial
     """
     from geomatch.errors import InputError
-    from geomatch.training.build import (
-        BuildConfig,
-        SourcePair,
-        build_dataset,
-        read_pair_list,
-        vis_nir_sources,
-    )
+    from geomatch.training.build import BuildConfig, build_dataset
+    from geomatch.training.presets import vis_nir_sources
+    from geomatch.training.source_pairs import SourcePair, read_pair_list
 
     if preset == "optical-sar" or data_dir:
         manifest = _optical_sar(preset, source, pairs, pair_list, data_dir, out_dir, BuildConfig(
             patch_size=patch_size, cell_size=cell_size, min_contrast=min_contrast, detector=detector,
-            hard_fraction=hard_fraction), seed, max_points, val_fraction, test_fraction, overwrite, exclude)
+            hard_fraction=hard_fraction), seed, max_points, val_fraction, test_fraction, overwrite, exclude,
+            include)
         return _report(manifest, out_dir, as_json)
+    if include:
+        raise InputError("--include goes with --preset optical-sar (it picks scenes under --data-dir)")
     if preset and (pairs or pair_list):
         raise InputError("--preset takes its pairs from --source; drop --pair/--pairs")
     if preset and not source:
@@ -85,13 +90,13 @@ def build(preset, source, pairs, pair_list, out_dir, patch_size, max_points, cel
                       detector=detector, hard_fraction=hard_fraction, val_fraction=val_fraction, seed=seed)
     manifest = build_dataset(sources, out_dir, cfg, layout=preset or "dir", overwrite=overwrite,
                              progress=progress_enabled())
-    _report(manifest, out_dir, as_json)
+    return _report(manifest, out_dir, as_json)
 
 
 def _optical_sar(preset, source, pairs, pair_list, data_dir, out_dir, cfg, seed, max_points, val_fraction,
-                 test_fraction, overwrite, exclude) -> dict:
+                 test_fraction, overwrite, exclude, include) -> dict:
     from geomatch.errors import InputError
-    from geomatch.training.sources import build_optical_sar_patches
+    from geomatch.training.presets import build_optical_sar_patches
 
     if preset != "optical-sar":
         raise InputError("--data-dir goes with --preset optical-sar; for your own images use --pair or --pairs")
@@ -100,7 +105,8 @@ def _optical_sar(preset, source, pairs, pair_list, data_dir, out_dir, cfg, seed,
     if not data_dir:
         raise InputError("--preset optical-sar needs --data-dir DIR (the folder holding s1s2/, e.g. ../shared/data)")
     return build_optical_sar_patches(data_dir, out_dir, seed=seed, per_scene=max_points, val_fraction=val_fraction,
-                                     test_fraction=test_fraction, exclude=tuple(exclude), config=cfg,
+                                     test_fraction=test_fraction, sources=tuple(include) or None,
+                                     exclude=tuple(exclude), config=cfg,
                                      overwrite=overwrite, progress=progress_enabled())
 
 
@@ -112,4 +118,9 @@ def _report(manifest: dict, out_dir, as_json: bool) -> None:
         click.echo(f"{split:<14} {info['images_file']:<22} {info['pairs']:>8} pairs "
                    f"({info['positives']} positive, {info['hard_negatives']} hard and "
                    f"{info['random_negatives']} random negatives) from {info['sources']} images")
+    preset = manifest.get("preset", {})
+    for source, a in preset.get("alignment", {}).items():
+        click.echo(f"{source:<14} alignment: {a['scenes']} scenes, {a['measured']} measured, {a['confirmed']} "
+                   f"confirmed (folder's table or quadrants), {a['shifted']} shifted (median {a['median_shift_px']} "
+                   f"px, max {a['max_shift_px']} px), {a['left_out']} left out")
     click.echo(f"manifest: {out_dir}/manifest.json")

@@ -8,7 +8,9 @@ Plugin authors: add ``[options.entry_points] geomatch.commands = NAME = pkg.modu
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 
 import click
 
@@ -52,6 +54,28 @@ class PluginGroup(click.Group):
                 logger.exception("%s", exc)
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # By now the unwinding has deleted the run's temporary files and released its claims; every
+            # output is written through a temporary file, so nothing the user had was touched.
+            click.echo("Interrupted: stopped; no output was written or changed.", err=True)
+            _exit_now(INTERRUPTED)
+
+
+INTERRUPTED = 130  # what shells report for SIGINT
+
+
+def _exit_now(code: int) -> None:
+    """Exit with ``code`` without waiting for worker threads.
+
+    A tile already running in a dask worker thread cannot be stopped from outside and would hold the
+    interpreter's exit until its last batch is scored; the process ends instead. Without such threads
+    the exit is the ordinary one.
+    """
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 @click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})

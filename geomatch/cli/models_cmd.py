@@ -10,7 +10,7 @@ from geomatch.errors import GeomatchError
 
 
 def _shipped(name: str) -> list[dict]:
-    from geomatch.models.checkpoint import shipped_tags, shipped_weights
+    from geomatch.models.weights import shipped_tags, shipped_weights
 
     index = shipped_weights()
     return [{"tag": t, **{k: index[t].get(k) for k in ("width", "description", "pair_types", "sha256")}}
@@ -58,7 +58,7 @@ def _info(name: str, width: float) -> dict:
     import torch
 
     from geomatch.models.base import MatcherConfig, keras_param_count
-    from geomatch.models.checkpoint import needs_weights
+    from geomatch.models.factory import needs_weights
     from geomatch.models.flops import multiply_adds
 
     row = _summary(name)

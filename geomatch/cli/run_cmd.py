@@ -7,9 +7,26 @@ import logging
 import click
 
 from geomatch import config
-from geomatch.cli.options import device_opt, emit_json, json_opt, overwrite_opt, progress_enabled
+from geomatch.cli.options import (
+    RegistryChoice,
+    device_opt,
+    emit_json,
+    json_opt,
+    overwrite_opt,
+    progress_enabled,
+    progress_opt,
+)
 
 log = logging.getLogger(__name__)
+
+# Flags that set a pipeline value: (stage, key). A range error then names the flag, not the key.
+FLAG_KEYS = {
+    "optical_nodata": ("pair", "optical_nodata"), "sar_nodata": ("pair", "sar_nodata"),
+    "optical_mask": ("pair", "optical_mask"), "sar_mask": ("pair", "sar_mask"),
+    "search_radius": ("match", "search_radius"), "search_units": ("match", "search_units"),
+    "max_shift": ("coarse", "max_shift_px"), "tile_size": ("tiles", "size"), "matcher": ("match", "plugin"),
+    "weights": ("match", "weights"),
+}
 
 
 def _bands(value: str | None):
@@ -25,14 +42,15 @@ def _bands(value: str | None):
 @click.argument("pipeline", default="default")
 @click.option("--optical", required=True, type=click.Path(dir_okay=False), help="Reference (optical) raster.")
 @click.option("--sar", required=True, type=click.Path(dir_okay=False), help="Target (SAR) raster.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file (.gpkg, .csv, .vrt).")
-@click.option("--format", "fmt", type=click.Choice(["gpkg", "csv", "vrt"]), help="Writer; default from the suffix.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output file; its suffix picks the writer (.gpkg, .csv, .vrt, .points...).")
+@click.option("--format", "fmt", type=RegistryChoice("writers"), help="Writer; default: the one for the suffix.")
 @click.option("--optical-bands", help="1-based bands averaged to grey, e.g. 4,3,2.")
 @click.option("--sar-bands", help="1-based SAR band(s), e.g. 1 (VV).")
 @click.option("--optical-nodata", type=float, help="Override the optical nodata value.")
 @click.option("--sar-nodata", type=float, help="Override the SAR nodata value.")
-@click.option("--optical-mask", type=click.Path(exists=True, dir_okay=False), help="Valid-data mask (nonzero = valid).")
-@click.option("--sar-mask", type=click.Path(exists=True, dir_okay=False), help="Valid-data mask (nonzero = valid).")
+@click.option("--optical-mask", type=click.Path(dir_okay=False), help="Valid-data mask (nonzero = valid).")
+@click.option("--sar-mask", type=click.Path(dir_okay=False), help="Valid-data mask (nonzero = valid).")
 @click.option("--search-radius", type=float, help="Expected misregistration after the coarse stage.")
 @click.option("--search-units", type=click.Choice(["px", "m"]), help="Units of --search-radius.")
 @click.option("--max-shift", type=float, help="Coarse stage: largest shift searched, optical pixels.")
@@ -43,11 +61,12 @@ def _bands(value: str | None):
 @click.option("--scheduler", help="dask.distributed scheduler address; default: local threads.")
 @click.option("--set", "sets", multiple=True, metavar="STAGE.KEY=VALUE", help="Override any pipeline value.")
 @click.option("--no-plot", is_flag=True, help="Skip the shift-vector PNG.")
+@progress_opt
 @overwrite_opt
 @json_opt
 def run(pipeline, optical, sar, output, fmt, optical_bands, sar_bands, optical_nodata, sar_nodata, optical_mask,
         sar_mask, search_radius, search_units, max_shift, tile_size, matcher, weights, device, scheduler, sets,
-        no_plot, overwrite, as_json):
+        no_plot, progress, overwrite, as_json):
     """Find tie points between OPTICAL and SAR and write them to OUTPUT.
 
     PIPELINE is a shipped pipeline name or a .toml file (default: default). Flags beat the file.
@@ -58,35 +77,49 @@ def run(pipeline, optical, sar, output, fmt, optical_bands, sar_bands, optical_n
       geomatch run --optical S2.tif --sar S1.tif -o tp.gpkg --search-radius 30 --search-units m
       geomatch run visnir --optical rgb.tif --sar nir.tif -o tp.gpkg --matcher rrlnet --weights vis-nir
     """
-    from pathlib import Path
+    from geomatch import preflight
 
-    from geomatch.pipeline.run import run_pipeline
-
-    flags = {
-        "pair.optical_bands": _bands(optical_bands), "pair.sar_bands": _bands(sar_bands),
-        "pair.optical_nodata": optical_nodata, "pair.sar_nodata": sar_nodata,
-        "pair.optical_mask": optical_mask, "pair.sar_mask": sar_mask,
-        "match.search_radius": search_radius, "match.search_units": search_units,
-        "coarse.max_shift_px": max_shift, "tiles.size": tile_size, "match.plugin": matcher,
-        "match.weights": weights, "match.device": None if device == "auto" else device,
-    }
-    overrides = {k: v for k, v in flags.items() if v is not None}
+    given = {"optical_nodata": optical_nodata, "sar_nodata": sar_nodata, "optical_mask": optical_mask,
+             "sar_mask": sar_mask, "search_radius": search_radius, "search_units": search_units,
+             "max_shift": max_shift, "tile_size": tile_size, "matcher": matcher, "weights": weights}
+    overrides = {}
+    for name, value in given.items():
+        if value is not None:
+            stage, key = FLAG_KEYS[name]
+            config.check_range(stage, key, value, label="--" + name.replace("_", "-"))
+            overrides[f"{stage}.{key}"] = value
+    for key, value in (("pair.optical_bands", _bands(optical_bands)), ("pair.sar_bands", _bands(sar_bands)),
+                       ("match.device", None if device == "auto" else device)):
+        if value is not None:
+            overrides[key] = value
     overrides.update(config.parse_set_options(sets))
-    if fmt is None:
-        suffix = Path(output).suffix.lower().lstrip(".")
-        fmt = suffix if suffix in ("gpkg", "csv", "vrt") else None
     cfg = config.load(pipeline, overrides)
-    result = run_pipeline(optical, sar, cfg, output, scheduler=scheduler, overwrite=overwrite,
-                          progress=progress_enabled(), plot=False if no_plot else None, fmt=fmt)
-    report(result, as_json)
+    plan = preflight.check_run(optical, sar, cfg, output, fmt=fmt, plot=False if no_plot else None,
+                               overwrite=overwrite, scheduler=scheduler)
+    with preflight.claim_run(plan):
+        from geomatch.pipeline.run import run_pipeline  # torch and dask: only once the run can succeed
+
+        result = run_pipeline(optical, sar, cfg, plan.table, scheduler=scheduler, overwrite=overwrite,
+                              progress=progress_enabled(flag=progress), plot=plan.plot is not None,
+                              fmt=plan.writer)
+    if report(result, as_json) != "registered":
+        from geomatch.pipeline.verdict import EXIT_NOT_REGISTERED
+
+        raise click.exceptions.Exit(EXIT_NOT_REGISTERED)  # batch jobs act on it; README: exit codes
 
 
-def report(result, as_json: bool) -> None:
-    """Summary at the end: points found and kept, model RMSE, time per stage."""
+def report(result, as_json: bool) -> str:
+    """Summary at the end: points found and kept, model RMSE, time per stage, the verdict; returns its status."""
+    from geomatch.pipeline.verdict import warning_line
+
     s = result.summary
+    verdict = s.get("verdict", {})
+    line = warning_line(verdict)
+    if line:
+        log.warning("%s", line)
     if as_json:
         emit_json({**s, "outputs": result.outputs})
-        return
+        return verdict.get("status", "registered")
     model = s.get("model", {})
     rmse = model.get("rmse_px")
     log.info("tie points: %d found, %d kept%s", s["points_found"], s["points_kept"],
@@ -96,3 +129,4 @@ def report(result, as_json: bool) -> None:
         log.warning("%s", s["message"])
     for kind, path in result.outputs.items():
         log.info("%s: %s", kind, path)
+    return verdict.get("status", "registered")

@@ -76,6 +76,14 @@ def train(ctx, model_name, dataset, data_dir, epochs, batch_size, lr, width, dev
       geomatch train --out runs/rrl --resume --epochs 60
       geomatch evaluate --weights runs/rrl/best.pt --dataset data/vis-nir-patches
     """
+    from pathlib import Path
+
+    from geomatch import preflight
+
+    # Before torch is imported: a run folder that cannot be created answers in a second, not after the data.
+    existing = next(p for p in (Path(out_dir).absolute(), *Path(out_dir).absolute().parents) if p.exists())
+    preflight.check_folder_writable(existing)
+
     from geomatch.training.augment import AugmentConfig
     from geomatch.training.loop import TrainConfig
     from geomatch.training.loop import train as run_training

@@ -16,13 +16,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from geomatch.models.checkpoint import write_atomic
+from geomatch.fileio import write_atomic
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 INPUT_NAMES = ("optical", "sar")
 OUTPUT_NAME = "score"
+# Loggers of the graph optimiser and the IR library under it.
+_OPTIMISER_LOGGERS = ("onnxscript", "onnx_ir")
 
 
 class ScoreOnly(nn.Module):
@@ -104,10 +106,44 @@ def _optimise_graph(data: bytes) -> bytes:
         import onnx
         import onnxscript.optimizer
 
-        return onnxscript.optimizer.optimize(onnx.load_from_string(data)).SerializeToString()
+        with _optimiser_output_at_debug():
+            return onnxscript.optimizer.optimize(onnx.load_from_string(data)).SerializeToString()
     except Exception as exc:  # noqa: BLE001 - any optimiser failure falls back to the exported graph
         log.debug("ONNX graph optimisation skipped: %s", exc)
         return data
+
+
+class _ToDebug(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("%s: %s", record.name, record.getMessage())
+
+
+@contextlib.contextmanager
+def _optimiser_output_at_debug():
+    """Everything the optimiser says (its INFO log records, prints, warnings) goes to our DEBUG log.
+
+    It logs a line per node it leaves alone, ~350 for RRL-Net, which the CLI's INFO handler would
+    otherwise print on every run that exports; ``-v`` still shows them.
+    """
+    loggers = [logging.getLogger(name) for name in _OPTIMISER_LOGGERS]
+    saved = [(lg.handlers[:], lg.propagate) for lg in loggers]
+    handler = _ToDebug()
+    for lg in loggers:
+        lg.handlers, lg.propagate = [handler], False
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for lg, (handlers, propagate) in zip(loggers, saved, strict=True):
+            lg.handlers, lg.propagate = handlers, propagate
+        for text in (out.getvalue(), err.getvalue()):
+            if text.strip():
+                log.debug("ONNX optimiser output:\n%s", text.rstrip())
+        for w in caught:
+            log.debug("ONNX optimiser warning: %s: %s", w.category.__name__, w.message)
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:

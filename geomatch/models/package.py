@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from geomatch.errors import CheckpointError
-from geomatch.models.checkpoint import build_matcher, load_checkpoint, save_checkpoint, write_atomic
+from geomatch.fileio import write_atomic
+from geomatch.models.checkpoint import load_checkpoint, save_checkpoint
+from geomatch.models.factory import build_matcher
 
 FP16_TOLERANCE = 2e-3  # largest |score(shipped) - score(float32 original)| accepted for float16 storage
 

@@ -2,13 +2,7 @@
 
 ``build_scorer(name, weights, device, batch_size, runtime)`` returns a :class:`Scorer`;
 ``scorer(optical, sar)`` takes (N, P, P) or (N, C, P, P) float32 arrays in [0, 1] and returns (N,) scores.
-
-CPU runtimes: ``eager`` (PyTorch), ``channels-last`` (PyTorch, NHWC memory layout) and ``onnxruntime``.
-``runtime="auto"`` takes them in the order measured fastest on the project's 2-core CPU (see
-benchmarks/matchers.md: ONNX Runtime ahead of channels-last ahead of eager for the networks), and keeps a
-runtime only if it reproduces eager scores within ``PARITY_TOL`` on a small random batch, checked once when
-built; otherwise it logs why and tries the next. On CUDA, ``auto`` is eager under float16 autocast, kept if
-it stays within ``AUTOCAST_TOL`` of float32 (half precision cannot meet 1e-4).
+The runtime behind it (eager, channels-last, onnxruntime, autocast) is chosen in ``geomatch.models.engines``.
 
 Built scorers are cached per process by (name, weights, device, runtime, width): dask workers call
 ``build_scorer`` once per task and get the already-loaded model.
@@ -16,138 +10,22 @@ Built scorers are cached per process by (name, weights, device, runtime, width):
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
-import re
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from geomatch.errors import InputError
-from geomatch.models.checkpoint import build_matcher, resolve_weights, sha256_file, write_atomic
+from geomatch.fileio import sha256_file
+from geomatch.models.device import parse_device
+from geomatch.models.engines import CPU_RUNTIMES, CUDA_RUNTIMES, Engine, choose_engine, engine_library
+from geomatch.models.factory import build_matcher
+from geomatch.models.weights import resolve_weights
 
 log = logging.getLogger(__name__)
-
-CPU_RUNTIMES = ("eager", "channels-last", "onnxruntime")
-CUDA_RUNTIMES = ("eager", "channels-last", "autocast")
-AUTO_ORDER_CPU = ("onnxruntime", "channels-last", "eager")
-AUTO_ORDER_CUDA = ("autocast", "eager")
-PARITY_TOL = 1e-4
-AUTOCAST_TOL = 1e-2
-PARITY_BATCH = 4
-
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-Engine = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def parse_device(device: str | torch.device | None) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cpu``; ``cuda`` or ``cuda:N``. Anything else is an InputError."""
-    text = "auto" if device is None else str(device).strip().lower()
-    if not _DEVICE_RE.match(text):
-        raise InputError(f"--device '{device}' is not valid; use auto, cpu or cuda[:N]")
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(text)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {text}: CUDA is not available on this machine; use --device cpu or auto")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(
-                f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) here; use cuda:0 or auto"
-            )
-    return dev
-
-
-# ---- engines: (optical, sar) float32 NCHW numpy -> (B,) float32 numpy --------------------------------------
-
-
-def _torch_engine(model, device: torch.device, channels_last: bool = False, autocast: bool = False) -> Engine:
-    model = model.to(device)
-    if channels_last:
-        # A copy: the eager engine built from the same model stays the untouched reference.
-        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-
-    def run(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            o = torch.from_numpy(optical).to(device, non_blocking=True).contiguous(memory_format=fmt)
-            s = torch.from_numpy(sar).to(device, non_blocking=True).contiguous(memory_format=fmt)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=autocast):
-                score = model(o, s)["score"]
-            return score.float().cpu().numpy()
-
-    return run
-
-
-def _onnx_cache_dir() -> Path | None:
-    root = os.environ.get("GEOMATCH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "geomatch")
-    path = Path(root) / "onnx"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return path if os.access(path, os.W_OK) else None
-
-
-def _onnx_engine(model, weights_sha256: str | None) -> Engine:
-    import onnxruntime as ort
-
-    from geomatch import __version__
-    from geomatch.models.export import DEFAULT_OPSET, onnx_bytes
-
-    # Only weights with a checksum can be cached: fresh initialisations differ from process to process.
-    cache = _onnx_cache_dir() if weights_sha256 else None
-    cached = None
-    if cache is not None:
-        key = f"{model.name}-{weights_sha256[:16]}-g{__version__}-t{torch.__version__}-o{DEFAULT_OPSET}-optimised"
-        cached = cache / (re.sub(r"[^A-Za-z0-9_.-]", "_", key) + ".onnx")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()  # follow the process's thread budget, as torch does
-    opts.inter_op_num_threads = 1
-    providers = ["CPUExecutionProvider"]
-    session = None
-    if cached is not None and cached.is_file():
-        try:
-            session = ort.InferenceSession(str(cached), opts, providers=providers)
-        except Exception as exc:  # a truncated or foreign cache file: rebuild it
-            log.debug("ignoring unusable cached ONNX file %s: %s", cached, exc)
-    if session is None:
-        data = onnx_bytes(model)
-        if cached is not None:
-            try:
-                write_atomic(cached, data)
-            except OSError as exc:
-                log.debug("cannot cache ONNX export at %s: %s", cached, exc)
-        session = ort.InferenceSession(data, opts, providers=providers)
-
-    def run(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
-        return session.run(None, {"optical": optical, "sar": sar})[0].astype(np.float32, copy=False)
-
-    return run
-
-
-def _make_engine(runtime: str, model, device: torch.device, weights_sha256: str | None) -> Engine:
-    if runtime == "onnxruntime":
-        return _onnx_engine(model, weights_sha256)
-    return _torch_engine(model, device, channels_last=runtime == "channels-last", autocast=runtime == "autocast")
-
-
-def _parity_inputs(model) -> tuple[np.ndarray, np.ndarray]:
-    cfg = model.config
-    rng = np.random.default_rng(0)
-    p = cfg.patch_size
-    co, cs = cfg.in_channels
-    return (rng.random((PARITY_BATCH, co, p, p), dtype=np.float32),
-            rng.random((PARITY_BATCH, cs, p, p), dtype=np.float32))  # fmt: skip
-
-
-# ---- the scorer ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -191,6 +69,17 @@ class Scorer:
         return (f"Scorer({self.name!r}, weights={self.weights_tag!r}, device={self.device!r}, "
                 f"runtime={self.runtime!r}, batch_size={self.batch_size})")  # fmt: skip
 
+    def describe(self) -> dict:
+        """What a run records about its scorer (the GeoPackage ``runs`` row): plain JSON-ready values.
+
+        ``{"matcher", "weights", "weights_sha256", "runtime", "engine", "device"}``: ``weights`` is the
+        resolved tag (a shipped tag, a checkpoint's file name, or ``none``), ``weights_sha256`` the weights
+        file's sha256 (None without weights), ``runtime`` the one chosen (eager, channels-last, onnxruntime,
+        autocast), ``engine`` the library executing it (onnxruntime or torch), ``device`` e.g. ``cpu``.
+        """
+        return {"matcher": self.name, "weights": self.weights_tag, "weights_sha256": self.weights_sha256,
+                "runtime": self.runtime, "engine": engine_library(self.runtime), "device": self.device}
+
     def __reduce__(self):
         # Sent to a dask worker, a scorer is rebuilt there (once per process, through the cache) instead of
         # pickling a loaded model or an ONNX Runtime session.
@@ -227,46 +116,6 @@ def clear_cache() -> None:
     """Forget loaded models (tests; or to free memory)."""
     with _LOCK:
         _CACHE.clear()
-
-
-def _choose(model, device: torch.device, runtime: str, weights_sha256: str | None,
-            name: str) -> tuple[Engine, str, float | None]:
-    """Build the requested runtime, or under ``auto`` the first of the preference order that matches eager."""
-    eager = _torch_engine(model, device)
-    if runtime == "eager":
-        return eager, "eager", None
-    explicit = runtime != "auto"
-    order = [runtime] if explicit else list(AUTO_ORDER_CUDA if device.type == "cuda" else AUTO_ORDER_CPU)
-    optical, sar = _parity_inputs(model)
-    reference = eager(optical, sar)
-    for candidate in order:
-        if candidate == "eager":
-            return eager, "eager", None
-        tol = AUTOCAST_TOL if candidate == "autocast" else PARITY_TOL
-        try:
-            engine = _make_engine(candidate, model, device, weights_sha256)
-            diff = float(np.max(np.abs(engine(optical, sar) - reference)))
-        except Exception as exc:
-            if explicit:
-                raise
-            log.info("%s: runtime %s unavailable (%s: %s); trying the next", name, candidate, type(exc).__name__, exc)
-            continue
-        if diff <= tol:
-            log.debug("%s: runtime %s matches eager (max |diff| %.2g)", name, candidate, diff)
-            return engine, candidate, diff
-        if explicit:
-            log.warning("%s: runtime %s differs from eager by %.2g (> %g)", name, candidate, diff, tol)
-            return engine, candidate, diff
-        log.info("%s: runtime %s differs from eager by %.2g (> %g); falling back", name, candidate, diff, tol)
-    return eager, "eager", None
-
-
-def engine_for(model, device: torch.device, runtime: str = "auto") -> tuple[Engine, str]:
-    """An engine for an in-memory matcher (evaluation of a checkpoint): its inference form through the same
-    runtime choice and eager-parity check as :func:`build_scorer`. Returns (engine, runtime name)."""
-    inference = model if getattr(model, "pruned", True) else model.prune()
-    engine, chosen, _ = _choose(inference.eval(), device, runtime, None, getattr(model, "name", "matcher"))
-    return engine, chosen
 
 
 def build_scorer(name: str, weights: str | os.PathLike | None = "auto", device: str = "auto", batch_size: int = 256,
@@ -317,7 +166,7 @@ def _load(name: str, resolved, dev: torch.device, runtime: str, width: float | N
         tag = resolved.tag
     model = model if getattr(model, "pruned", False) else model.prune()
     model.requires_grad_(False)
-    engine, chosen, parity = _choose(model, dev, runtime, sha, name)
+    engine, chosen, parity = choose_engine(model, dev, runtime, sha, name)
     parameter_free = not any(True for _ in model.parameters())
     log.info("%s scorer: weights %s, %s on %s", name, tag, chosen, dev)
     cfg = model.config
@@ -325,4 +174,4 @@ def _load(name: str, resolved, dev: torch.device, runtime: str, width: float | N
                    None if parameter_free else float(cfg.width), tag, sha, spec, parity)  # fmt: skip
 
 
-__all__ = ["Scorer", "build_scorer", "clear_cache", "parse_device"]
+__all__ = ["Scorer", "build_scorer", "clear_cache"]

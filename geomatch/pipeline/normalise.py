@@ -6,6 +6,9 @@ Rules (user-facing: keep the README's input section in step with them):
   bands when the file has three or more (assumed R, G, B; a fourth band is often alpha or NIR and is
   left out), otherwise the mean of all bands (one or two).
 - **SAR band**: the mean of the selected bands; with no selection band 1 (e.g. VV in a VV/VH product).
+- **Complex values** (SAR SLC, any side): the amplitude |z|, taken before warping or averaging (GDAL's
+  ``mod`` pixel function, in ``raster/sources.py``); a nodata value is compared with the amplitude, and
+  the rules below see the amplitude like any other band.
 - **SAR scale** (``pair.sar_scale = "auto"``): values with more than 1 % negatives are taken as dB.
   Non-negative values are taken as linear amplitude or intensity when they have a heavy right tail:
   skewness above 0.5 *and* larger than the skewness of their logarithm (a log makes linear SAR

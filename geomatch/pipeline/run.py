@@ -7,20 +7,27 @@ the end are matched positions taken to the SAR raster's own pixel grid and to ma
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import platform
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
 
-from geomatch import __version__, config, registry
-from geomatch.pipeline.tiling import Tile, plan_tiles
+from geomatch import __version__, config, preflight, registry
+from geomatch.models.runtime import Scorer, build_scorer
+from geomatch.pipeline.affinetools import bbox_window, shift_affine, to_global
+from geomatch.pipeline.candidates import settle_initial
+from geomatch.pipeline.filters import flag_outliers
+from geomatch.pipeline.raster import RasterPair
+from geomatch.pipeline.schema import add_shift_columns, empty_frame, to_geodataframe
+from geomatch.pipeline.search import match_points
+from geomatch.pipeline.tiling import Tile, halo_for, owns, plan_tiles
+from geomatch.pipeline.verdict import run_verdict
 
 log = logging.getLogger(__name__)
 
@@ -33,69 +40,35 @@ class RunResult:
     outputs: dict = field(default_factory=dict)
 
 
-def _to_global(affine_local: np.ndarray, origin: tuple[float, float]) -> np.ndarray:
-    """Affine on overlap-local coordinates -> the same map on optical-grid coordinates."""
-    lin, t = affine_local[:, :2], affine_local[:, 2]
-    o = np.asarray(origin, float)
-    return np.hstack([lin, (t + o - lin @ o)[:, None]])
+def _match_in_pixels(match: config.MatchConfig, pixel_size: float) -> config.MatchConfig:
+    """The match stage with its search radius in optical pixels, the only unit the search takes."""
+    if match.search_units == "m":
+        return replace(match, search_radius=match.search_radius / pixel_size, search_units="px")
+    return match
 
 
-def _shift_affine(affine: np.ndarray, src_origin, dst_origin) -> np.ndarray:
-    """Express a global map q = A p in arrays whose origins are src_origin (p) and dst_origin (q)."""
-    lin = affine[:, :2]
-    t = affine[:, 2] + lin @ np.asarray(src_origin, float) - np.asarray(dst_origin, float)
-    return np.hstack([lin, t[:, None]])
+def process_tile(pair: RasterPair, tile: Tile, affine: np.ndarray, detect: config.DetectConfig,
+                 match: config.MatchConfig, scorer: Scorer) -> pd.DataFrame:
+    """Detect, search and refine inside one tile; return raw matches in optical-grid coordinates.
 
-
-def _bbox_window(affine: np.ndarray, win, margin: float):
-    from rasterio.windows import Window
-
-    c0, r0 = win.col_off, win.row_off
-    c1, r1 = c0 + win.width, r0 + win.height
-    corners = np.array([[c0, r0, 1], [c1, r0, 1], [c0, r1, 1], [c1, r1, 1]], float)
-    q = corners @ affine.T
-    x0, y0 = np.floor(q.min(axis=0) - margin)
-    x1, y1 = np.ceil(q.max(axis=0) + margin)
-    return Window(int(x0), int(y0), int(x1 - x0), int(y1 - y0))
-
-
-def halo_for(patch_size: int, cfg: config.PipelineConfig, radius_px: float) -> int:
-    # Rotated/scaled patches reach further than half their side; and a suppression cell touching the
-    # core may reach cell_size - 1 pixels beyond it, where its candidates need their whole patch window
-    # inside the read window to be judged exactly as a single-window run judges them.
-    smax = max(cfg.coarse.scale_range) if cfg.coarse.scale_range else 1.0
-    patch_reach = int(math.ceil(patch_size / 2 * math.sqrt(2) * max(1.0, smax))) + 2
-    return patch_reach + int(cfg.detect.cell_size)
-
-
-def process_tile(pair, tile: Tile, affine: np.ndarray, cfg: config.PipelineConfig, radius_px: float,
-                 scorer_spec: tuple) -> pd.DataFrame:
-    """Detect, search and refine inside one tile; return raw matches in optical-grid coordinates."""
-    from geomatch.models.runtime import build_scorer
-    from geomatch.pipeline.search import match_points
-
-    scorer = build_scorer(*scorer_spec)
+    ``match`` has its radius in pixels (:func:`_match_in_pixels`). On a dask.distributed worker ``scorer``
+    arrives rebuilt from its build arguments, once per worker process (``Scorer.__reduce__``).
+    """
     patch = scorer.patch_size
     optical, opt_valid = pair.read_optical(tile.read)
-    detector = registry.load("detectors", cfg.detect.plugin)(**cfg.detect.params)
+    detector = registry.load("detectors", detect.plugin)(**detect.params)
     origin = (tile.read.col_off, tile.read.row_off)
     kps = detector.detect(
-        optical, opt_valid, max_points=cfg.detect.max_points_per_tile, cell_size=cfg.detect.cell_size,
-        min_contrast=cfg.detect.min_contrast, border=patch // 2, origin=origin,
+        optical, opt_valid, max_points=detect.max_points_per_tile, cell_size=detect.cell_size,
+        min_contrast=detect.min_contrast, border=patch // 2, origin=origin,
     )
-    # Ownership: a keypoint belongs to the tile whose core contains it (half-open), so seams never
-    # produce duplicates or gaps.
-    gx, gy = kps.x + origin[0], kps.y + origin[1]
-    core = tile.core
-    own = (gx >= core.col_off) & (gx < core.col_off + core.width)
-    own &= (gy >= core.row_off) & (gy < core.row_off + core.height)
-    kps = kps.subset(own)
+    kps = kps.subset(owns(tile, kps.x + origin[0], kps.y + origin[1]))
     if len(kps) == 0:
         return pd.DataFrame()
-    sar_win = _bbox_window(affine, tile.read, margin=radius_px + patch)
+    sar_win = bbox_window(affine, tile.read, margin=match.search_radius + patch)
     sar, sar_valid = pair.read_sar(sar_win)
-    local = _shift_affine(affine, origin, (sar_win.col_off, sar_win.row_off))
-    df = match_points(optical, sar, opt_valid, sar_valid, kps, local, scorer, cfg.match, patch, radius_px)
+    local = shift_affine(affine, origin, (sar_win.col_off, sar_win.row_off))
+    df = match_points(optical, sar, opt_valid, sar_valid, kps, local, scorer, match)
     if df.empty:
         return df
     df["ref_x"] += origin[0]
@@ -106,9 +79,31 @@ def process_tile(pair, tile: Tile, affine: np.ndarray, cfg: config.PipelineConfi
     return df
 
 
+class _CountingScorer:
+    """The tile scorer, counting the patch pairs it scores into a progress bar: a one-tile run still moves.
+
+    Local threads only (a dask.distributed worker's bar would be drawn in the worker's process).
+    """
+
+    def __init__(self, scorer: Scorer):
+        from tqdm import tqdm
+
+        self._scorer = scorer
+        self.bar = tqdm(desc="patch pairs scored", unit="pair", unit_scale=True, leave=False, position=1)
+
+    def __getattr__(self, name):
+        if name == "_scorer":  # not yet set (copying): no recursion
+            raise AttributeError(name)
+        return getattr(self._scorer, name)
+
+    def __call__(self, optical, sar):
+        out = self._scorer(optical, sar)
+        self.bar.update(len(out))
+        return out
+
+
 def _compute(tasks, scheduler: str | None, progress: bool):
     """Run delayed tile tasks on the local threaded scheduler or a dask.distributed cluster."""
-    import dask
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), desc="tiles", unit="tile", disable=not progress, leave=False)
@@ -120,9 +115,14 @@ def _compute(tasks, scheduler: str | None, progress: bool):
                 futures = client.compute(tasks)
                 index = {f.key: i for i, f in enumerate(futures)}
                 out = [None] * len(futures)
-                for fut in as_completed(futures):
-                    out[index[fut.key]] = fut.result()
-                    bar.update(1)
+                try:
+                    for fut in as_completed(futures):
+                        out[index[fut.key]] = fut.result()
+                        bar.update(1)
+                except BaseException:
+                    # Ctrl-C or a failed tile: the cluster must not go on matching tiles nobody will read.
+                    client.cancel(futures)
+                    raise
                 return out
         from dask.callbacks import Callback
 
@@ -142,55 +142,54 @@ def _compute(tasks, scheduler: str | None, progress: bool):
 def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, scheduler: str | None = None,
                  overwrite: bool = False, progress: bool = False, plot: bool | None = None,
                  fmt: str | None = None) -> RunResult:
-    import dask
-
-    from geomatch.models.runtime import build_scorer
-    from geomatch.pipeline.coarse import estimate_initial
-    from geomatch.pipeline.filters import flag_outliers
-    from geomatch.pipeline.raster import RasterPair
-    from geomatch.pipeline.schema import add_shift_columns, to_geodataframe
     timings: dict[str, float] = {}
     started = time.time()
-    writer = None
+    writer = plan = None
     if output is not None:
-        writer = registry.load("writers", fmt or cfg.write.plugin)()
-        output = Path(output)
-        writer.check(output, overwrite)  # fail before any work, not after an hour of it
+        # Every file the run writes, checked before any work, not after an hour of it (geomatch.preflight).
+        plan = preflight.plan_outputs(output, fmt or cfg.write.plugin, cfg.write.plot if plot is None else plot)
+        preflight.check_outputs(plan, preflight.run_inputs(optical, sar, cfg), overwrite)
+        writer = registry.load("writers", plan.writer)()
+        output = plan.table
 
     t = time.perf_counter()
     pair = RasterPair(optical, sar, cfg.pair)
-    device = cfg.match.device
-    scorer_spec = (cfg.match.plugin, cfg.match.weights, device, cfg.match.batch_size, "auto", None,
-                   dict(cfg.match.params))
-    scorer = build_scorer(*scorer_spec)
-    radius_px = cfg.match.search_radius
-    if cfg.match.search_units == "m":
-        radius_px = cfg.match.search_radius / pair.optical_res
+    scorer = build_scorer(cfg.match.plugin, cfg.match.weights, cfg.match.device, cfg.match.batch_size,
+                          params=dict(cfg.match.params))
+    match = _match_in_pixels(cfg.match, pair.optical_res)
     timings["pair"] = time.perf_counter() - t
 
     t = time.perf_counter()
     ov = pair.read_overview(max_size=1024)
-    initial = estimate_initial(*ov[:4], cfg.coarse, ov[4])
-    affine = _to_global(np.asarray(initial.affine, float), (pair.overlap.col_off, pair.overlap.row_off))
+    # The coarse stage counts full-resolution pixels per overview pixel: the inverse of the overview's scale.
+    initial = settle_initial(ov.optical, ov.optical_valid, ov.sar, ov.sar_valid, 1.0 / ov.scale, cfg, scorer,
+                             match.search_radius)
+    affine = to_global(np.asarray(initial.affine, float), (pair.overlap.col_off, pair.overlap.row_off))
     timings["coarse"] = time.perf_counter() - t
     log.info("coarse transform (%s, score %.3f): shift %.1f, %.1f px", initial.method, initial.score,
              affine[0, 2], affine[1, 2])
 
     t = time.perf_counter()
-    halo = halo_for(scorer.patch_size, cfg, radius_px)
+    max_scale = max(cfg.coarse.scale_range) if cfg.coarse.scale_range else 1.0
+    halo = halo_for(scorer.patch_size, max_scale, cfg.detect.cell_size)
     tiles = plan_tiles(pair.overlap, cfg.tiles.size, halo)
+    tile_scorer = _CountingScorer(scorer) if progress and not scheduler else scorer
     tasks = [
-        dask.delayed(process_tile, pure=False)(pair, tile, affine, cfg, radius_px, scorer_spec,
+        dask.delayed(process_tile, pure=False)(pair, tile, affine, cfg.detect, match, tile_scorer,
                                                dask_key_name=f"tile-{tile.id}")
         for tile in tiles
     ]
-    parts = _compute(tasks, scheduler, progress)
+    try:
+        parts = _compute(tasks, scheduler, progress)
+    finally:
+        if tile_scorer is not scorer:
+            tile_scorer.bar.close()
     parts = [p for p in parts if p is not None and not p.empty]
     timings["match"] = time.perf_counter() - t
 
     t = time.perf_counter()
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    df, model_info = _finish_points(df, pair, cfg, flag_outliers, add_shift_columns, scorer)
+    df, model_info = _finish_points(df, pair, cfg.filter, scorer)
     gdf = to_geodataframe(df, pair.grid.crs)
     timings["filter"] = time.perf_counter() - t
 
@@ -199,7 +198,9 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
         "points_found": int(len(gdf)),
         "points_kept": kept,
         "model": model_info,
-        "coarse": {"method": initial.method, "score": float(initial.score), "affine": affine.tolist()},
+        "coarse": {"method": initial.method, "score": float(initial.score), "affine": affine.tolist(),
+                   "confident": initial.confident, "details": initial.details},
+        "verdict": run_verdict(gdf, model_info, initial, pair.overlap, cfg.filter).as_dict(),
         "tiles": len(tiles),
         "timings_s": timings,
         "message": "" if kept >= 3 else "no reliable tie points: the pair may not overlap in content, or the "
@@ -211,6 +212,7 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
         "geomatch_version": __version__,
         "pipeline_toml": config.to_toml(cfg),
         "inputs": pair.describe(),
+        "scorer": scorer.describe(),  # resolved: the file may say weights/device "auto"
         "versions": _versions(),
         "summary": summary,
         "timings": timings,
@@ -221,24 +223,24 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
         run_info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         writer.write(gdf, run_info, output, overwrite=overwrite)
         result.outputs["tiepoints"] = str(output)
-        if cfg.write.plot if plot is None else plot:
+        if plan.plot is not None:
             from geomatch.pipeline.plot import plot_shifts
 
-            png = output.with_suffix(".png")
+            png = plan.plot
             # The coarse stage's overview: bounded memory on full scenes, and no second read.
-            img, scale = ov[0], ov[4]
-            plot_shifts(img, gdf, png, title=f"{Path(optical).name} vs {Path(sar).name}", decimate=1.0 / scale,
-                        origin=(pair.overlap.col_off, pair.overlap.row_off), overwrite=overwrite)
+            plot_shifts(ov.optical, gdf, png, title=f"{Path(optical).name} vs {Path(sar).name}",
+                        decimate=1.0 / ov.scale, origin=(pair.overlap.col_off, pair.overlap.row_off),
+                        overwrite=overwrite, transform=pair.grid.transform)
             result.outputs["plot"] = str(png)
         timings["write"] = time.perf_counter() - t
     pair.close()
     return result
 
 
-def _finish_points(df, pair, cfg, flag_outliers, add_shift_columns, scorer):
+def _finish_points(df: pd.DataFrame, pair: RasterPair, filter_cfg: config.FilterConfig,
+                   scorer: Scorer) -> tuple[pd.DataFrame, dict]:
+    """Raw matches of all tiles -> numbered tie points in both pixel grids and map units, outliers flagged."""
     if df.empty:
-        from geomatch.pipeline.schema import empty_frame
-
         return empty_frame(), {"reason": "no candidate points"}
     df = df.sort_values(["tile_id", "ref_y", "ref_x"], kind="stable").reset_index(drop=True)
     df["point_id"] = np.arange(1, len(df) + 1)
@@ -249,7 +251,7 @@ def _finish_points(df, pair, cfg, flag_outliers, add_shift_columns, scorer):
     df["ref_x"], df["ref_y"] = pair.to_map(df["ref_col"].to_numpy(), df["ref_row"].to_numpy())
     df["tgt_x"], df["tgt_y"] = pair.to_map(view_col, view_row)
     df = add_shift_columns(df, pair.grid.transform)
-    df, model_info = flag_outliers(df, cfg.filter)
+    df, model_info = flag_outliers(df, filter_cfg)
     df["matcher"] = scorer.name
     df["weights"] = scorer.weights_tag
     return df, model_info
@@ -258,14 +260,15 @@ def _finish_points(df, pair, cfg, flag_outliers, add_shift_columns, scorer):
 def _versions() -> dict:
     import importlib.metadata as md
 
-    out = {"python": platform.python_version()}
-    for dist in ("numpy", "torch", "rasterio", "geopandas", "pyogrio", "shapely", "dask", "scikit-image"):
+    import pyproj
+    import rasterio
+
+    out = {"python": platform.python_version(), "gdal": rasterio.__gdal_version__, "proj": pyproj.proj_version_str}
+    for dist in ("numpy", "torch", "onnxruntime", "rasterio", "geopandas", "pyogrio", "shapely", "dask",
+                 "scikit-image"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
             out[dist] = None
     return out
 
-
-def summary_json(result: RunResult) -> str:
-    return json.dumps({**result.summary, "outputs": result.outputs}, indent=2, default=str)

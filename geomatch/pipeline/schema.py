@@ -3,8 +3,14 @@
 Pixel coordinates follow GDAL/rasterio: (0, 0) is the upper-left corner of the upper-left pixel, so the
 centre of pixel (i, j) is (j + 0.5, i + 0.5) as (col, row). ``ref_*`` are on the optical raster's grid,
 ``tgt_col``/``tgt_row`` on the SAR raster's OWN grid (not the warped view), all ``*_x``/``*_y`` in map
-units of the optical CRS. Columns may be added; none may be renamed or removed without bumping
+units of the optical CRS. Columns may be added; none may be renamed, removed or retyped without bumping
 ``SCHEMA_VERSION`` (recorded in every run's ``runs`` row).
+
+Units: ``shift_x``/``shift_y``/``shift_abs`` are in the optical CRS's units, i.e. DEGREES when that CRS is
+geographic; then ``shift_east_m``/``shift_north_m``/``shift_abs_m`` give the same shift in metres (geodesic,
+on the CRS's ellipsoid) and are written only then. ``shift_col_px``/``shift_row_px`` are optical pixels.
+
+1.1: the outlier flags are Boolean (were int16); the runs table's timestamps are DateTime; metre columns.
 """
 
 from __future__ import annotations
@@ -12,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 _F8 = np.dtype("float64")
-_FLAG = np.dtype("int16")  # GeoPackage reads int8 back as int16; int16 round-trips unchanged
+_FLAG = np.dtype(bool)  # GeoPackage and CSV (.csvt) store these as Integer(Boolean): QGIS shows a checkbox
 
 COLUMNS: dict[str, np.dtype] = {
     "point_id": np.dtype("int64"),
@@ -49,7 +55,11 @@ EXTRA_COLUMNS: dict[str, np.dtype] = {
     "shift_row_px": _F8,
     "residual_px": _F8,  # distance to the fitted model, optical pixels
     "simulated": np.dtype(bool),  # True for the demo's simulated SAR
+    "shift_east_m": _F8,  # geographic CRS only: the shift in metres, east and north components
+    "shift_north_m": _F8,
+    "shift_abs_m": _F8,
 }
+METRE_COLUMNS = ("shift_east_m", "shift_north_m", "shift_abs_m")
 
 _FLAGS = ("outlier_score", "outlier_local", "outlier_model", "outlier")
 
@@ -100,6 +110,31 @@ def add_shift_columns(df: pd.DataFrame, transform=None) -> pd.DataFrame:
     return df
 
 
+def add_metre_shifts(df: pd.DataFrame, crs) -> pd.DataFrame:
+    """For a geographic ``crs`` (x = longitude, y = latitude, degrees): the shifts in metres; returns ``df``.
+
+    Geodesic on the CRS's ellipsoid from each reference point to its target, split into east and north by
+    the forward azimuth. Other CRSs are left alone: their ``shift_x``/``shift_y`` are already map units.
+    """
+    from pyproj import CRS as ProjCRS
+    from pyproj import Geod
+
+    if crs is None or df.empty:
+        return df
+    pcrs = ProjCRS.from_user_input(_crs_arg(crs))
+    if not pcrs.is_geographic:
+        return df
+    ell = pcrs.ellipsoid
+    geod = Geod(ellps="WGS84") if ell is None else Geod(a=ell.semi_major_metre, b=ell.semi_minor_metre)
+    az, _, dist = geod.inv(df["ref_x"].to_numpy(float), df["ref_y"].to_numpy(float),
+                           df["tgt_x"].to_numpy(float), df["tgt_y"].to_numpy(float))
+    az = np.radians(np.asarray(az, float))
+    df["shift_east_m"] = dist * np.sin(az)
+    df["shift_north_m"] = dist * np.cos(az)
+    df["shift_abs_m"] = np.asarray(dist, float)
+    return df
+
+
 def _crs_arg(crs):
     if crs is None:
         return None
@@ -110,11 +145,14 @@ def _crs_arg(crs):
 def to_geodataframe(df: pd.DataFrame, crs):
     """Typed GeoDataFrame in schema column order with Point(ref_x, ref_y) geometry in ``crs``.
 
-    Raises ValueError naming any missing required column or a NaN in an integer column.
+    Adds the metre shift columns when ``crs`` is geographic (:func:`add_metre_shifts`). Raises ValueError
+    naming any missing required column or a NaN in an integer or Boolean column.
     """
     import geopandas as gpd
 
     missing = [c for c in COLUMNS if c not in df.columns]
+    if not missing and not set(METRE_COLUMNS) <= set(df.columns):
+        df = add_metre_shifts(df.copy(), crs)
     if missing:
         raise ValueError(f"tie-point table lacks required column(s): {', '.join(missing)}")
     out = {}

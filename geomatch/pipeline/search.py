@@ -14,6 +14,7 @@ neighbours scored (for the quadratic fit). The ``n_evals`` column reports what e
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,10 @@ from scipy import ndimage as ndi
 
 from geomatch.pipeline.keypoints import Keypoints
 from geomatch.pipeline.patches import sample_patches
+
+if TYPE_CHECKING:
+    from geomatch.config import MatchConfig
+    from geomatch.models.runtime import Scorer
 
 COLUMNS = ["ref_x", "ref_y", "tgt_x", "tgt_y", "score", "ratio", "response", "n_evals", "init_dx", "init_dy"]
 
@@ -97,21 +102,22 @@ def _window_all_valid(valid_windows: np.ndarray, p: int) -> np.ndarray:
 
 
 def match_points(optical: np.ndarray, sar: np.ndarray, opt_valid: np.ndarray, sar_valid: np.ndarray,
-                 keypoints: Keypoints, initial_affine, scorer, cfg, patch_size: int,
-                 radius_px: float | None = None) -> pd.DataFrame:
+                 keypoints: Keypoints, initial_affine, scorer: Scorer, cfg: MatchConfig) -> pd.DataFrame:
     """Match each keypoint of the optical tile into the SAR-view tile; one row per matched keypoint.
 
-    ``cfg`` is a MatchConfig (search_radius, coarse_step, batch_size, refine_top, coarse_sigma,
-    exclusion_px); ``radius_px`` overrides cfg.search_radius (e.g. after converting metres to pixels).
+    ``scorer`` scores patch pairs of its ``patch_size``; ``cfg`` is the match stage with its radius in pixels
+    (the pipeline converts a radius in metres first).
     Columns: ref_x, ref_y (optical array coords), tgt_x, tgt_y (SAR-view array coords), score, ratio
     (runner-up peak / best, lower is less ambiguous), response, n_evals, init_dx, init_dy (tgt minus the
     initial prediction A p, in SAR-view pixels).
     """
+    if cfg.search_units != "px":
+        raise ValueError(f"match_points takes the search radius in pixels, got search_units={cfg.search_units!r}")
     n = len(keypoints)
     if n == 0:
         return empty_matches()
-    p = int(patch_size)
-    radius = float(cfg.search_radius if radius_px is None else radius_px)
+    p = int(scorer.patch_size)
+    radius = float(cfg.search_radius)
     step = max(1, int(cfg.coarse_step))
     r = max(1, int(math.ceil(radius)))
     m = r + 1  # one extra ring so a peak on the search edge still gets a 3x3 fit
@@ -140,7 +146,7 @@ def match_points(optical: np.ndarray, sar: np.ndarray, opt_valid: np.ndarray, sa
     coarse = in_disk & (dx % step == 0) & (dy % step == 0)
 
     ev = _Evaluator(opt_p, sar_w, cand_valid, scorer, cfg.batch_size)
-    sigma = float(getattr(cfg, "coarse_sigma", 0.0))
+    sigma = float(cfg.coarse_sigma)
     cy, cx = np.nonzero(coarse)
     kk = np.repeat(np.arange(n), len(cy))
     ccy, ccx = np.tile(cy, n), np.tile(cx, n)
@@ -159,7 +165,7 @@ def match_points(optical: np.ndarray, sar: np.ndarray, opt_valid: np.ndarray, sa
     # Local maxima of the coarse grid (against their coarse neighbours).
     sub = np.where(np.isfinite(coarse_tab), coarse_tab, -np.inf)[:, m % step::step, m % step::step]
     is_max = (sub == ndi.maximum_filter(sub, size=(1, 3, 3), mode="constant", cval=-np.inf)) & np.isfinite(sub)
-    top = max(1, int(getattr(cfg, "refine_top", 2)))
+    top = max(1, int(cfg.refine_top))
     half = step // 2
     ks, ys, xs = [], [], []
     for i in range(n):
@@ -207,7 +213,7 @@ def match_points(optical: np.ndarray, sar: np.ndarray, opt_valid: np.ndarray, sa
     offs = np.column_stack([bx - m + frac[:, 0], by - m + frac[:, 1]])  # (dx, dy) in optical pixels
     tgt = p0 + offs @ lin.T
     best_score = s[np.arange(n), by, bx]
-    excl = float(getattr(cfg, "exclusion_px", 0.0)) or float(step)
+    excl = float(cfg.exclusion_px) or float(step)
     ratio = _ratio(coarse_tab, best_score, by, bx, step, m, excl, same_scale=n_blur.sum() == 0)
     n_evals = np.isfinite(s.reshape(n, -1)).sum(1) + n_blur
     out = pd.DataFrame({

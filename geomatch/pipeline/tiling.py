@@ -3,12 +3,16 @@
 A keypoint is owned by the tile whose core contains it, on half-open intervals
 ``[col_off, col_off + width) x [row_off, row_off + height)`` in continuous optical-grid coordinates, so
 a keypoint on a seam belongs to exactly one tile and the union of all tiles' points has no duplicates.
-The halo (patch radius plus search radius) gives keypoints near the core's edge full patches; the read
-window may extend past the raster, where the readers return invalid pixels.
+The halo (:func:`halo_for`) is the optical patch's reach plus one suppression cell: keypoints near the
+core's edge get full patches and are selected exactly as a single window over the whole area selects them.
+The search radius is not part of it: the search happens in a separate SAR read window around the tile
+(:func:`geomatch.pipeline.affinetools.bbox_window`). The read window may extend past the raster, where the
+readers return invalid pixels.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +24,18 @@ class Tile:
     id: int
     core: Window
     read: Window
+
+
+def halo_for(patch_size: int, max_scale: float, cell_size: int) -> int:
+    """Pixels added around each core: the reach of a patch plus one grid-suppression cell.
+
+    A patch rotated and scaled by up to ``max_scale`` reaches ``patch_size / 2 * sqrt(2) * max(1, max_scale)``
+    from its centre (plus 2 pixels of interpolation support); and a suppression cell touching the core may
+    reach ``cell_size - 1`` pixels beyond it, where its candidates need their whole patch window inside the
+    read window to be judged exactly as a single-window run judges them.
+    """
+    patch_reach = int(math.ceil(patch_size / 2 * math.sqrt(2) * max(1.0, max_scale))) + 2
+    return patch_reach + int(cell_size)
 
 
 def _int_window(area: Window) -> tuple[int, int, int, int]:

@@ -18,7 +18,8 @@ import torch
 from sklearn.metrics import roc_curve
 
 from geomatch.errors import InputError
-from geomatch.models.runtime import engine_for, parse_device
+from geomatch.models.device import parse_device
+from geomatch.models.engines import engine_for
 from geomatch.training import metrics
 from geomatch.training.datasets import PatchDataset, PatchSet, load_dataset
 
@@ -54,7 +55,7 @@ def score_pairs(model, patches: PatchSet, batch_size: int = 256, device: torch.d
                 amp: bool = True, progress: bool = False, desc: str = "", engine=None) -> np.ndarray:
     """Match scores (N,) of every pair of ``patches``, read batch by batch from the memory-mapped file.
 
-    ``engine``: a runtime engine for ``model`` (``geomatch.models.runtime.engine_for``) to score through
+    ``engine``: a runtime engine for ``model`` (``geomatch.models.engines.engine_for``) to score through
     instead of eager PyTorch.
     """
     from tqdm import tqdm
@@ -85,14 +86,10 @@ def score_pairs(model, patches: PatchSet, batch_size: int = 256, device: torch.d
 
 def _load_model(model_name: str | None, weights: str | Path | None, width: float | None, patch_size: int,
                 params: dict | None = None):
-    from geomatch.models.checkpoint import (
-        build_matcher,
-        load_checkpoint,
-        needs_weights,
-        resolve_weights,
-        sha256_file,
-        shipped_weights,
-    )
+    from geomatch.fileio import sha256_file
+    from geomatch.models.checkpoint import load_checkpoint
+    from geomatch.models.factory import build_matcher, needs_weights
+    from geomatch.models.weights import resolve_weights, shipped_weights
 
     if model_name is None and weights is not None and str(weights) in shipped_weights():
         model_name = shipped_weights()[str(weights)]["matcher"]

@@ -18,7 +18,6 @@ interruption), ``metrics.jsonl`` (one JSON object per epoch), ``curves.png`` and
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -31,8 +30,9 @@ import numpy as np
 import torch
 
 from geomatch.errors import InputError, OutputExistsError
-from geomatch.models.checkpoint import save_checkpoint, write_atomic
-from geomatch.models.runtime import parse_device
+from geomatch.fileio import write_atomic
+from geomatch.models.checkpoint import load_training_state, save_checkpoint, save_training_state
+from geomatch.models.device import parse_device
 from geomatch.training import metrics
 from geomatch.training.augment import AugmentConfig, Augmenter
 from geomatch.training.datasets import PatchDataset, PatchSet, carve_validation, load_dataset
@@ -198,18 +198,12 @@ def _prepare_out_dir(out: Path, cfg: TrainConfig) -> None:
 def _build_model(model, cfg: TrainConfig, patch_size: int):
     if not isinstance(model, str):
         return model
-    from geomatch.models.checkpoint import build_for_finetuning, build_matcher
+    from geomatch.models.factory import build_for_finetuning, build_matcher
 
     if cfg.init_weights is None:
         return build_matcher(model, width=cfg.width, patch_size=patch_size)
     # Architecture and width must match (checked there); a pruned checkpoint's dropped heads start fresh.
     return build_for_finetuning(model, cfg.init_weights, width=cfg.width, patch_size=patch_size)
-
-
-def _save_torch(obj, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_atomic(path, buf.getvalue())
 
 
 def train(model="rrlnet", dataset: str | PatchDataset = "vis-nir", config: TrainConfig | None = None,
@@ -258,7 +252,7 @@ def train(model="rrlnet", dataset: str | PatchDataset = "vis-nir", config: Train
     best = {"epoch": 0, "val_fpr95": math.inf}
     start_epoch = 1
     if cfg.resume:
-        state = torch.load(out / "resume.pt", map_location="cpu", weights_only=True)
+        state = load_training_state(out / "resume.pt")
         previous = state["run"]
         clash = [k for k in RESUME_KEYS if previous.get(k) != run_info.get(k)]
         if clash:
@@ -360,10 +354,10 @@ def train(model="rrlnet", dataset: str | PatchDataset = "vis-nir", config: Train
                 save_checkpoint(net, out / "best.pt", metadata=meta)
             # The resume state goes last and carries its own copy of the weights, so whatever point an
             # interruption hits, it describes one consistent epoch.
-            _save_torch({"epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scaler": scaler.state_dict() if scaler is not None else None,
-                         "rng": _rng_state(np_rng, aug_gen, device), "history": history, "best": best,
-                         "run": json.loads(json.dumps(run_info, default=str))}, out / "resume.pt")
+            save_training_state({"epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "scaler": scaler.state_dict() if scaler is not None else None,
+                                 "rng": _rng_state(np_rng, aug_gen, device), "history": history, "best": best,
+                                 "run": json.loads(json.dumps(run_info, default=str))}, out / "resume.pt")
             _write_metrics(out, history, f"{net.name} (width {cfg.width:g}) on {ds.name}")
             log.info("epoch %d/%d: loss %.4f, val FPR95 %.2f %%%s, %.0f pairs/s", epoch, cfg.epochs, train_loss,
                      100 * record["val_fpr95"], " (best)" if record["best"] else "", record["pairs_per_s"])

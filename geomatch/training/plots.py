@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geomatch.models.checkpoint import write_atomic
+from geomatch.fileio import write_atomic
 
 
 def _figure(rows: int = 1, cols: int = 1, size=(10, 4)):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from skimage.feature import corner_harris, corner_shi_tomasi
 
-from .base import GridSelectDetector
+from geomatch.pipeline.detector import Detector
 
 
-class Harris(GridSelectDetector):
+class Harris(Detector):
     """Harris corner response (skimage.feature.corner_harris); params: sigma, k."""
 
     name = "harris"
@@ -18,7 +18,7 @@ class Harris(GridSelectDetector):
         return corner_harris(image, method="k", k=float(self.params["k"]), sigma=float(self.params["sigma"]))
 
 
-class ShiTomasi(GridSelectDetector):
+class ShiTomasi(Detector):
     """Shi-Tomasi minimum-eigenvalue response (skimage.feature.corner_shi_tomasi); param: sigma."""
 
     name = "shi-tomasi"

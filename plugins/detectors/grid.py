@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .base import GridSelectDetector
+from geomatch.pipeline.detector import Detector
 
 
-class Grid(GridSelectDetector):
+class Grid(Detector):
     """One point at the centre of each cell (aligned to the global grid); response = local standard deviation.
 
     param ``sigma``: scale of the standard-deviation window used as the response (pixels).

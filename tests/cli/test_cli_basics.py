@@ -71,3 +71,26 @@ def test_every_command_has_unique_option_names(runner):
         for path, cmd in walk(top, [name]):
             opts = [o for p in cmd.params for o in getattr(p, "opts", [])]
             assert len(opts) == len(set(opts)), f"duplicate options in {' '.join(path)}: {opts}"
+
+
+def test_format_choices_come_from_the_registry(runner, monkeypatch):
+    from geomatch import registry
+
+    real = registry.names
+    monkeypatch.setattr(registry, "names",
+                        lambda kind: [*real(kind), "thirdparty"] if kind == "writers" else real(kind))
+    result = runner.invoke(cli, ["run", "--help"])
+    assert result.exit_code == 0
+    assert "thirdparty" in result.output and all(name in result.output for name in real("writers"))
+
+
+def test_ctrl_c_exits_130_with_one_line(runner, monkeypatch, tmp_path):
+    from geomatch import preflight
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(preflight, "check_run", interrupted)
+    result = runner.invoke(cli, ["run", "--optical", "a.tif", "--sar", "b.tif", "-o", str(tmp_path / "x.gpkg")])
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines() == ["Interrupted: stopped; no output was written or changed."]

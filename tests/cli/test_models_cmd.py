@@ -5,20 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from geomatch import registry
 from geomatch.cli.main import cli
 from geomatch.models.base import Matcher, keras_param_count
-from geomatch.models.checkpoint import build_matcher
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; see tests/models/test_matcher_contract.one_thread
-    yield
-    torch.set_num_threads(before)
+from geomatch.models.factory import build_matcher
 
 
 def test_list_json_covers_the_registry_without_building_models(runner, monkeypatch):

@@ -17,22 +17,13 @@ import torch.nn.functional as F
 
 from geomatch import registry
 from geomatch.errors import CheckpointError
-from geomatch.models.checkpoint import build_matcher, load_checkpoint, save_checkpoint
+from geomatch.models.checkpoint import load_checkpoint, save_checkpoint
 from geomatch.models.export import export_onnx, export_torchscript
+from geomatch.models.factory import build_matcher
 
 NAMES = registry.names("matchers")
 WIDTH = 0.125
 PARITY = 1e-4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These batches are tiny: a second thread gains nothing, and on a shared CPU OpenMP's spin-waiting made
-    # each forward 10-40x slower than single-threaded (measured: AFD-Net 0.25 s vs 0.01 s per batch of 5).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @functools.cache

@@ -4,7 +4,9 @@ import json
 
 import torch
 
-from geomatch.models.checkpoint import build_matcher, save_checkpoint, sha256_file
+from geomatch.fileio import sha256_file
+from geomatch.models.checkpoint import save_checkpoint
+from geomatch.models.factory import build_matcher
 from geomatch.models.package import package_weights
 
 

@@ -10,19 +10,13 @@ import pytest
 import torch
 
 from geomatch.errors import CheckpointError, InputError
-from geomatch.models import runtime
-from geomatch.models.checkpoint import build_matcher, save_checkpoint
+from geomatch.models import engines, runtime
+from geomatch.models.checkpoint import save_checkpoint
+from geomatch.models.device import check_device_name, parse_device
+from geomatch.models.factory import build_matcher
 from geomatch.models.runtime import build_scorer
 
 WIDTH = 0.125
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny batches; see test_matcher_contract.one_thread
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
@@ -63,26 +57,26 @@ def test_every_cpu_runtime_reproduces_eager(trained, kind):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
     assert scorer.name == "scfdm" and scorer.patch_size == 64 and scorer.width == WIDTH
     assert scorer.weights_tag == "scfdm-test.pt" and scorer.weights_sha256 == sha
-    assert scorer.runtime in runtime.CPU_RUNTIMES
+    assert scorer.runtime in engines.CPU_RUNTIMES
     if kind != "auto":
         assert scorer.runtime == kind
-    assert scorer.parity is None if scorer.runtime == "eager" else 0 <= scorer.parity <= runtime.PARITY_TOL
+    assert scorer.parity is None if scorer.runtime == "eager" else 0 <= scorer.parity <= engines.PARITY_TOL
 
 
 def test_auto_takes_onnxruntime_when_it_matches(trained):
     scorer = build_scorer("scfdm", weights=str(trained[0]), device="cpu")
-    assert scorer.runtime == runtime.AUTO_ORDER_CPU[0] == "onnxruntime"
+    assert scorer.runtime == engines.AUTO_ORDER_CPU[0] == "onnxruntime"
 
 
 def test_auto_falls_back_with_a_log_line_when_a_runtime_differs(trained, monkeypatch, caplog):
-    real = runtime._make_engine
+    real = engines.make_engine
 
     def skewed(kind, *args):
         engine = real(kind, *args)
         return (lambda o, s: engine(o, s) + 1e-3) if kind == "onnxruntime" else engine
 
-    monkeypatch.setattr(runtime, "_make_engine", skewed)
-    with caplog.at_level(logging.INFO, logger="geomatch.models.runtime"):
+    monkeypatch.setattr(engines, "make_engine", skewed)
+    with caplog.at_level(logging.INFO, logger="geomatch.models.engines"):
         scorer = build_scorer("scfdm", weights=str(trained[0]), device="cpu")
     assert scorer.runtime == "channels-last"
     assert any("onnxruntime differs from eager" in r.getMessage() for r in caplog.records)
@@ -143,6 +137,17 @@ def test_scorer_pickles_as_its_recipe(trained):
     np.testing.assert_allclose(c(*trained[2]), trained[3], rtol=0, atol=1e-6)
 
 
+def test_describe_says_what_a_run_records(trained):
+    path, sha = trained[0], trained[1]
+    eager = build_scorer("scfdm", weights=str(path), device="cpu", runtime="eager").describe()
+    assert eager == {"matcher": "scfdm", "weights": "scfdm-test.pt", "weights_sha256": sha, "runtime": "eager",
+                     "engine": "torch", "device": "cpu"}  # fmt: skip
+    fast = build_scorer("scfdm", weights=str(path), device="cpu", runtime="onnxruntime").describe()
+    assert fast["runtime"] == fast["engine"] == "onnxruntime"
+    ncc = build_scorer("ncc", device="cpu", runtime="eager").describe()
+    assert ncc["weights"] == "none" and ncc["weights_sha256"] is None and ncc["matcher"] == "ncc"
+
+
 def test_parameter_free_ncc_needs_no_weights():
     scorer = build_scorer("ncc", device="cpu")
     assert scorer.width is None and scorer.weights_tag == "none"
@@ -152,9 +157,9 @@ def test_parameter_free_ncc_needs_no_weights():
 
 
 def test_network_without_weights_fails_with_the_fix(monkeypatch, tmp_path):
-    from geomatch.models import checkpoint
+    from geomatch.models import weights
 
-    monkeypatch.setattr(checkpoint, "_weights_dir", lambda: tmp_path)
+    monkeypatch.setattr(weights, "weights_folders", lambda: {"empty": tmp_path})
     with pytest.raises(CheckpointError, match="give --weights PATH or use the ncc matcher"):
         build_scorer("scfdm", weights="auto", device="cpu")
 
@@ -167,7 +172,7 @@ def test_invalid_device_is_an_input_error(device):
 
 def test_device_auto_and_unavailable_cuda():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert runtime.parse_device("auto").type == expected
+    assert parse_device("auto").type == expected and check_device_name(" CUDA:1 ") == "cuda:1"
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA is not available"):
             build_scorer("ncc", device="cuda:0")
@@ -184,7 +189,6 @@ def test_onnx_runtime_fuses_every_same_padding_pad_into_its_conv(tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from geomatch.models.checkpoint import build_matcher
     from geomatch.models.export import onnx_bytes
 
     data = onnx_bytes(build_matcher("rrlnet", width=WIDTH).prune())

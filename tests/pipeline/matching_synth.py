@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy import ndimage as ndi
 
 
@@ -48,15 +47,3 @@ def similarity(rot_deg: float, scale: float, shift, centre) -> np.ndarray:
     c = np.asarray(centre, float)
     return np.hstack([lin, (c + np.asarray(shift, float) - lin @ c)[:, None]])
 
-
-def ncc_scorer(**params):
-    """The scorer callable the search expects, built from the NCC matcher plugin."""
-    from geomatch_plugins.matchers.ncc import NCC
-
-    module = NCC(**params).eval()
-
-    def score(opt: np.ndarray, sar: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module.score(torch.from_numpy(opt)[:, None], torch.from_numpy(sar)[:, None]).numpy()
-
-    return score

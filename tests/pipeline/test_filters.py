@@ -96,10 +96,13 @@ def test_poly2_model_and_its_affine_fallback():
     ref = df[["ref_x", "ref_y"]].to_numpy()
     df["tgt_x"] += 2e-5 * (ref[:, 0] - 300) ** 2  # a gentle curvature an affine cannot follow
     cfg = FilterConfig(model="poly2", ransac_threshold_px=1.0, local_radius_px=0)
-    out, info = flag_outliers(df, cfg)
-    assert info["model"] == "poly2" and np.array(info["params"]).shape == (2, 6)
-    assert info["n_kept"] >= len(df) - 2
-    few, info = flag_outliers(df.head(4), cfg)
-    assert info["model"] == "affine" and "fallback" in info
+    curved = flag_outliers(df, cfg)[1]
+    assert curved["model"] == "poly2" and np.array(curved["params"]).shape == (2, 6)
+    assert curved["n_kept"] >= len(df) - 2
+    # An affine cannot follow the curvature: it keeps fewer points (measured 55 of 60) and fits them more loosely
+    # (0.55 px against poly2's 0.28 px), so poly2 is doing real work.
     strict = flag_outliers(df, replace(cfg, model="affine"))[1]
-    assert strict["rmse_px"] > info.get("rmse_px", 0) or strict["n_kept"] < len(df)
+    assert strict["model"] == "affine"
+    assert strict["n_kept"] < curved["n_kept"] and strict["rmse_px"] > curved["rmse_px"] + 0.1, (strict, curved)
+    fallback = flag_outliers(df.head(4), cfg)[1]
+    assert fallback["model"] == "affine" and "fallback" in fallback

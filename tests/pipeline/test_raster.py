@@ -1,4 +1,7 @@
-"""RasterPair: pairing across CRS and pixel sizes, nodata rules, errors, reads, pickling."""
+"""RasterPair: pairing across CRS and pixel sizes, nodata rules, reads, pickling; the shared real pairs.
+
+Bad inputs are in test_raster_inputs.py.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from geomatch.config import PairConfig
 from geomatch.errors import RasterError
 from geomatch.pipeline import normalise
 from geomatch.pipeline.affinetools import apply
-from geomatch.pipeline.raster import RasterPair
+from geomatch.pipeline.raster import RasterPair, check_readable
 
 
 def _misfit(pair: RasterPair, syn, window: Window, shift) -> float:
@@ -272,54 +275,6 @@ def test_implicit_border_on_a_warped_sar_never_leaks_zeros(tmp_path):
     assert valid.sum() > 0.85 * centre_inside.sum()
 
 
-@pytest.mark.parametrize(
-    "case, message",
-    [
-        ("far", "do not overlap"),
-        ("tiny", "overlap by only 40x120 optical pixels, less than pair.min_overlap_px = 96"),
-        ("all_nodata", "has no valid pixel in the overlap"),
-        ("band", "has 1 band\\(s\\) but pair.sar_bands asks for \\[2\\]"),
-        ("missing", "file not found"),
-        ("garbage", "cannot be read as a raster"),
-        ("no_crs", "has no CRS but optical raster .* has EPSG:32631; assign the CRS"),
-        ("gcps", "georeferenced by GCPs/RPCs only"),
-    ],
-)
-def test_pairing_errors_are_one_line_raster_errors(tmp_path, case, message):
-    t = optical_transform()
-    rng = np.random.default_rng(0)
-    opt = write_raster(tmp_path / "o.tif", rng.uniform(0, 1, (120, 120)).astype(np.float32), t, OPTICAL_CRS)
-    data = rng.uniform(0.01, 1, (120, 120)).astype(np.float32)
-    cfg = PairConfig()
-    sar = tmp_path / "s.tif"
-    if case == "far":
-        write_raster(sar, data, from_origin(500000, 5100000, 10, 10), OPTICAL_CRS)
-    elif case == "tiny":
-        write_raster(sar, data, from_origin(400000 + 80 * 10, 5100000, 10, 10), OPTICAL_CRS)
-    elif case == "all_nodata":
-        write_raster(sar, np.full((120, 120), -1, np.float32), t, OPTICAL_CRS, nodata=-1)
-    elif case == "band":
-        write_raster(sar, data, t, OPTICAL_CRS)
-        cfg = PairConfig(sar_bands=(2,))
-    elif case == "garbage":
-        sar.write_text("not a raster")
-    elif case == "no_crs":
-        write_raster(sar, data, None, None)
-    elif case == "gcps":
-        from rasterio.control import GroundControlPoint
-
-        gcps = [GroundControlPoint(r, c, 400000 + c * 10, 5100000 - r * 10) for r, c in [(0, 0), (0, 119), (119, 0)]]
-        with rasterio.open(sar, "w", driver="GTiff", width=120, height=120, count=1, dtype="float32") as dst:
-            dst.write(data, 1)
-            dst.gcps = (gcps, rasterio.crs.CRS.from_user_input(OPTICAL_CRS))
-    with pytest.raises(RasterError, match=message) as info:
-        RasterPair(opt, sar, cfg)
-    assert info.value.exit_code == 2
-    text = str(info.value)
-    assert "\n" not in text
-    assert "s.tif" in text
-
-
 def test_pickle_close_threads_and_describe(tmp_path):
     syn = make_pair(tmp_path, shift=(1.0, 1.0), sar_crs="EPSG:4326", sar_margin=4)
     pair = RasterPair(syn.optical, syn.sar)
@@ -350,25 +305,40 @@ def test_pickle_close_threads_and_describe(tmp_path):
 def test_read_overview_scale_and_alignment(tmp_path):
     syn = make_pair(tmp_path, size=(120, 160), speckle_looks=0)
     pair = RasterPair(syn.optical, syn.sar)
-    opt, ov, sar, sv, scale = pair.read_overview(max_size=40)
-    assert scale == pytest.approx(0.25)
-    assert opt.shape == ov.shape == sar.shape == sv.shape == (30, 40)
-    assert ov.all() and sv.all()
+    ov = pair.read_overview(max_size=40)
+    assert ov.scale == pytest.approx(0.25)
+    assert ov.optical.shape == ov.optical_valid.shape == ov.sar.shape == ov.sar_valid.shape == (30, 40)
+    assert ov.optical_valid.all() and ov.sar_valid.all()
     full, _ = pair.read_optical(Window(0, 0, 160, 120))
     block_mean = full.reshape(30, 4, 40, 4).mean(axis=(1, 3))
     # Average resampling in raw units, then the stretch: equal to the block mean where nothing clips.
     inner = (block_mean > 0.05) & (block_mean < 0.95)
-    np.testing.assert_allclose(opt[inner], block_mean[inner], atol=0.03)
+    np.testing.assert_allclose(ov.optical[inner], block_mean[inner], atol=0.03)
     same = pair.read_overview(max_size=1000)
-    assert same[4] == 1.0
-    np.testing.assert_array_equal(same[0], full)
+    assert same.scale == 1.0
+    np.testing.assert_array_equal(same.optical, full)
 
 
-def test_real_gefolki_uavsar_pair(data_dir):
-    d = data_dir / "gefolki"
-    optical = d / "lngley_05521_09059_000_090813_L090_CX_01_pauli_x016_y020_optique.tif"
-    sar = d / "lngley_05521_09059_000_090813_L090_CX_01_pauli_x016_y020_radar.tif"
-    pair = RasterPair(optical, sar)
+def test_two_rasters_without_georeferencing_pair_on_pixels(tmp_path):
+    rng = np.random.default_rng(5)
+    opt = write_raster(tmp_path / "o.tif", rng.uniform(0, 255, (110, 130)).astype(np.uint8), None, None)
+    sar = write_raster(tmp_path / "s.tif", rng.uniform(0, 255, (100, 140)).astype(np.uint8), None, None)
+    pair = RasterPair(opt, sar)
+    assert pair.grid.crs is None and pair.optical_res_m is None
+    assert pair.overlap == Window(0, 0, 130, 100)
+    np.testing.assert_allclose(pair.sar_pixel([3.5], [7.25]), ([3.5], [7.25]))
+    _, valid = pair.read_sar(Window(0, 90, 130, 20))
+    assert valid[:10].all() and not valid[10:].any()
+    ov = pair.read_overview(64)
+    assert ov.scale == pytest.approx(64 / 130) and ov.optical.shape == ov.sar.shape == (50, 64)
+
+
+UAVSAR = "gefolki/lngley_05521_09059_000_090813_L090_CX_01_pauli_x016_y020"
+
+
+@pytest.mark.realdata
+def test_real_gefolki_uavsar_pair(data_file):
+    pair = RasterPair(data_file(f"{UAVSAR}_optique.tif"), data_file(f"{UAVSAR}_radar.tif"))
     ov = pair.overlap
     assert ov.width > 1000 and ov.height > 1000
     assert pair.grid.crs.to_epsg() == 4326
@@ -383,32 +353,27 @@ def test_real_gefolki_uavsar_pair(data_dir):
     pair.close()
 
 
-def test_real_gefolki_sentinel_pair_same_grid(data_dir):
-    d = data_dir / "gefolki"
-    pair = RasterPair(d / "S2_patch11.tif", d / "S1_patch11.tif")
+@pytest.mark.realdata
+def test_real_gefolki_sentinel_pair_same_grid(data_file):
+    pair = RasterPair(data_file("gefolki/S2_patch11.tif"), data_file("gefolki/S1_patch11.tif"))
     assert pair.overlap == Window(0, 0, 448, 448)
     assert pair.describe()["same_grid"] is True
     img, valid = pair.read_sar(Window(100, 100, 64, 64))
     assert valid.all() and 0.0 <= img.min() and img.max() <= 1.0
 
 
-def test_two_rasters_without_georeferencing_pair_on_pixels(tmp_path):
-    rng = np.random.default_rng(5)
-    opt = write_raster(tmp_path / "o.tif", rng.uniform(0, 255, (110, 130)).astype(np.uint8), None, None)
-    sar = write_raster(tmp_path / "s.tif", rng.uniform(0, 255, (100, 140)).astype(np.uint8), None, None)
-    pair = RasterPair(opt, sar)
-    assert pair.grid.crs is None and pair.optical_res_m is None
-    assert pair.overlap == Window(0, 0, 130, 100)
-    np.testing.assert_allclose(pair.sar_pixel([3.5], [7.25]), ([3.5], [7.25]))
-    _, valid = pair.read_sar(Window(0, 90, 130, 20))
-    assert valid[:10].all() and not valid[10:].any()
-    opt_ov, _, sar_ov, _, scale = pair.read_overview(64)
-    assert scale == pytest.approx(64 / 130) and opt_ov.shape == sar_ov.shape == (50, 64)
-
-
-def test_real_rift_pair_without_crs(data_dir):
-    d = data_dir / "rift"
-    pair = RasterPair(d / "sar-optical_pair2.jpg", d / "sar-optical_pair1.jpg")
+@pytest.mark.realdata
+def test_real_rift_pair_without_crs(data_file):
+    optical, sar = data_file("rift/sar-optical_pair2.jpg"), data_file("rift/sar-optical_pair1.jpg")
+    check_readable(optical, "optical")
+    check_readable(sar, "sar")
+    pair = RasterPair(optical, sar)
     assert pair.overlap == Window(0, 0, 500, 500)
     img, valid = pair.read_optical(Window(0, 0, 500, 500))
     assert valid.mean() > 0.95 and img.std() > 0.1
+
+
+@pytest.mark.realdata
+def test_a_partly_present_data_folder_skips_naming_the_file(data_file):
+    with pytest.raises(pytest.skip.Exception, match="real data incomplete: .*gefolki/not_shipped.tif not found"):
+        data_file("gefolki/not_shipped.tif")

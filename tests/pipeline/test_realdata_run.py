@@ -8,24 +8,47 @@ import subprocess
 import geopandas as gpd
 import numpy as np
 import pytest
+from gefolki_fixture import build_gefolki, error_stats, gefolki_errors
 
 from geomatch import config
-from geomatch.fixtures import build_gefolki, error_stats, gefolki_errors
 from geomatch.pipeline.run import run_pipeline
 
-pytestmark = pytest.mark.realdata
+# Each test runs the whole pipeline on a real pair: 5-40 s apiece on the shared 2-core machine, hence `slow`.
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 # The robustness runs below check that the default pipeline completes and reports; the built-in keypoint
 # density keeps them to a few seconds each instead of about a minute.
 SPARSE = {"detect.max_points_per_tile": 64, "detect.cell_size": 48, "write.plot": False}
 
 
 @pytest.fixture(scope="module")
-def gefolki(data_dir, tmp_path_factory):
+def gefolki(data_dir, data_file, tmp_path_factory):
+    for name in ("S1_patch11.tif", "S2_patch11.tif", "Flow_patch11.tif"):
+        data_file(f"gefolki/{name}")  # a partial copy skips, naming the missing file
     return build_gefolki(data_dir, tmp_path_factory.mktemp("gefolki"))
 
 
 def _kept(gdf):
     return gdf[gdf["outlier"] == 0]
+
+
+def _shift_at(params, col: float, row: float) -> np.ndarray:
+    """What the fitted affine (ref pixel -> view pixel) moves the point (col, row) by."""
+    a = np.asarray(params)
+    return a[:, :2] @ [col, row] + a[:, 2] - [col, row]
+
+
+def _gradient_phase_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(dcol, drow) with a(col, row) ~ b(col + dcol, row + drow), by phase correlation of gradient magnitudes:
+    a whole-image estimate independent of the pipeline's detectors, matcher and filters."""
+    from scipy import ndimage
+    from skimage.registration import phase_cross_correlation
+
+    def grad(x):
+        x = ndimage.gaussian_filter(x.astype(float), 2)
+        return np.hypot(ndimage.sobel(x, 0), ndimage.sobel(x, 1))
+
+    shift, _, _ = phase_cross_correlation(grad(a), grad(b), upsample_factor=10, normalization=None)
+    return -shift[::-1]
 
 
 def test_gefolki_default_pipeline_accuracy_against_the_reference_field(gefolki, tmp_path):
@@ -55,23 +78,48 @@ def test_gefolki_ncc_baseline_accuracy(gefolki):
     assert len(err) >= 5 and np.median(err) < 2.5
 
 
-def test_uavsar_pair_in_epsg4326_runs(data_dir, tmp_path):
-    d = data_dir / "gefolki"
-    optical = d / "lngley_05521_09059_000_090813_L090_CX_01_pauli_x016_y020_optique.tif"
-    radar = d / "lngley_05521_09059_000_090813_L090_CX_01_pauli_x016_y020_radar.tif"
+def test_uavsar_pair_in_epsg4326_runs(data_file, tmp_path):
+    optical = data_file("gefolki/lngley_05521_09059_000_090813_L090_CX_01_pauli_x016_y020_optique.tif")
+    radar = data_file("gefolki/lngley_05521_09059_000_090813_L090_CX_01_pauli_x016_y020_radar.tif")
     out = tmp_path / "uavsar.gpkg"
     result = run_pipeline(optical, radar, config.load("default", SPARSE), out)
     back = gpd.read_file(out, layer="tiepoints")
     assert back.crs.to_epsg() == 4326
-    assert len(back) == result.summary["points_found"]
-    # Either it found a consistent model, or it says plainly that nothing reliable was found.
-    assert result.summary["points_kept"] >= 3 or "no reliable tie points" in result.summary["message"]
-
-
-@pytest.mark.parametrize("kind", ["sar-optical", "infrared-optical"])
-def test_rift_pairs_run_and_report_honestly(data_dir, tmp_path, kind):
-    a, b = data_dir / "rift" / f"{kind}_pair2.jpg", data_dir / "rift" / f"{kind}_pair1.jpg"
-    result = run_pipeline(a, b, config.load("default", SPARSE), tmp_path / "rift.gpkg")
     s = result.summary
-    assert s["points_found"] >= 0 and (s["points_kept"] >= 3 or s["message"])
-    assert (tmp_path / "rift.gpkg").exists()
+    assert len(back) == s["points_found"] and int((back["outlier"] == 0).sum()) == s["points_kept"]
+    # The georeferencing is this pair's only truth. Measured: 190 found, 39 kept, a model 1.6 px from the
+    # identity at the centre; the floor and the 4 px bound leave room for CPU differences, not for a wrong model.
+    assert s["points_found"] >= 120 and s["points_kept"] >= 20, s
+    assert np.hypot(*_shift_at(s["model"]["params"], 512, 512)) < 4.0, s["model"]
+    assert np.abs(np.asarray(s["model"]["params"])[:, :2] - np.eye(2)).max() < 0.01, s["model"]
+
+
+def _rift(data_file, tmp_path, kind):
+    a, b = data_file(f"rift/{kind}_pair2.jpg"), data_file(f"rift/{kind}_pair1.jpg")
+    out = tmp_path / "rift.gpkg"
+    s = run_pipeline(a, b, config.load("default", SPARSE), out).summary
+    back = gpd.read_file(out, layer="tiepoints")
+    assert len(back) == s["points_found"] and int((back["outlier"] == 0).sum()) == s["points_kept"]
+    return a, b, s
+
+
+def test_rift_infrared_optical_agrees_with_an_independent_estimate(data_file, tmp_path):
+    from PIL import Image
+
+    a, b, s = _rift(data_file, tmp_path, "infrared-optical")
+    # Measured: 79 found, 24 kept (spread over all four tiles), model rmse 0.86 px.
+    assert s["points_found"] >= 50 and s["points_kept"] >= 12, s
+    # No ground truth ships with RIFT, but the sea-ice pair is a near-pure shift that a whole-image gradient
+    # phase correlation finds on its own; the pipeline's model agrees with it to 0.1 px at the centre (measured).
+    grey = [np.asarray(Image.open(p).convert("L")) for p in (a, b)]
+    independent = _gradient_phase_shift(*grey)
+    assert np.hypot(*(_shift_at(s["model"]["params"], 300, 300) - independent)) < 1.5, (s["model"], independent)
+
+
+def test_rift_sar_optical_keeps_only_a_small_consistent_set(data_file, tmp_path):
+    _, _, s = _rift(data_file, tmp_path, "sar-optical")
+    # A dense urban SAR/optical pair with no truth, where independent estimates disagree by several pixels:
+    # the supportable claims are that a model is fitted (measured 7 points at 0.84 px rms) and that most of the
+    # 60 candidates are flagged rather than passed on (measured 53): the filters do not rubber-stamp.
+    assert s["points_found"] >= 40 and s["points_kept"] >= 4 and not s["message"], s
+    assert s["points_kept"] <= 0.3 * s["points_found"], s

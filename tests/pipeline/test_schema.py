@@ -24,7 +24,8 @@ DESIGN_ORDER = ["point_id", "ref_col", "ref_row", "ref_x", "ref_y", "tgt_col", "
 def test_columns_are_the_public_contract():
     assert list(COLUMNS) == DESIGN_ORDER
     assert not set(EXTRA_COLUMNS) & set(COLUMNS)
-    assert SCHEMA_VERSION == "1.0"
+    assert SCHEMA_VERSION == "1.1"  # 1.1: Boolean flags, metre shift columns for geographic CRSs
+    assert all(COLUMNS[f].kind == "b" for f in ("outlier_score", "outlier_local", "outlier_model", "outlier"))
     empty = empty_frame()
     assert list(empty.columns) == DESIGN_ORDER + list(EXTRA_COLUMNS) and len(empty) == 0
 
@@ -76,3 +77,5 @@ def test_to_geodataframe_types_order_geometry_and_errors():
     with pytest.raises(ValueError, match="outlier has missing values"):
         to_geodataframe(bad, None)
     assert len(to_geodataframe(empty_frame(), "EPSG:4326")) == 0
+    flags = to_geodataframe(df, None)
+    assert flags["outlier"].dtype == bool and list(flags["outlier"]) == [True, True] + [False] * 6

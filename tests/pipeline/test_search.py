@@ -2,9 +2,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from matching_synth import ncc_scorer, sar_like, similarity, textured
+from matching_synth import sar_like, similarity, textured
 
 from geomatch.config import MatchConfig
+from geomatch.models.runtime import build_scorer
 from geomatch.pipeline.keypoints import Keypoints
 from geomatch.pipeline.search import COLUMNS, match_points
 from geomatch_plugins.detectors.corners import Harris
@@ -20,7 +21,8 @@ def optical():
 
 @pytest.fixture(scope="module")
 def scorer():
-    return ncc_scorer()
+    # The pipeline's own scoring path (runtime choice, batching, shape checks), at the tests' patch size.
+    return build_scorer("ncc", device="cpu", batch_size=CFG.batch_size, params={"patch_size": PATCH})
 
 
 def _keypoints(img, n=40):
@@ -37,7 +39,7 @@ def test_recovers_a_subpixel_shift_on_a_sar_like_twin(optical, scorer):
     truth = np.array([[1.0, 0.0, 3.3], [0.0, 1.0, -5.6]])
     sar, sar_ok = sar_like(optical, truth)
     kps = _keypoints(optical)
-    df = match_points(optical, sar, np.ones(optical.shape, bool), sar_ok, kps, np.eye(2, 3), scorer, CFG, PATCH)
+    df = match_points(optical, sar, np.ones(optical.shape, bool), sar_ok, kps, np.eye(2, 3), scorer, CFG)
     assert list(df.columns) == COLUMNS
     assert len(df) >= 0.8 * len(kps)
     err = _errors(df, truth)
@@ -54,7 +56,7 @@ def test_rotation_and_scale_are_taken_out_through_the_initial_affine(optical, sc
     initial = similarity(12.0, 1.08, (0.0, 0.0), (128, 128))
     sar, sar_ok = sar_like(optical, truth, out_shape=(300, 300))
     kps = _keypoints(optical)
-    df = match_points(optical, sar, np.ones(optical.shape, bool), sar_ok, kps, initial, scorer, CFG, PATCH)
+    df = match_points(optical, sar, np.ones(optical.shape, bool), sar_ok, kps, initial, scorer, CFG)
     assert len(df) >= 10
     err = _errors(df, truth)
     assert np.median(err) < 0.5
@@ -67,7 +69,7 @@ def test_nodata_in_the_sar_is_never_matched(optical, scorer):
     sar_ok[:, 100:160] = False
     sar = np.where(sar_ok, sar, 0.0).astype(np.float32)
     kps = _keypoints(optical, 100)
-    df = match_points(optical, sar, np.ones(optical.shape, bool), sar_ok, kps, np.eye(2, 3), scorer, CFG, PATCH)
+    df = match_points(optical, sar, np.ones(optical.shape, bool), sar_ok, kps, np.eye(2, 3), scorer, CFG)
     assert 0 < len(df) < len(kps)  # points whose patch would cover the hole are dropped
     tx = df["tgt_x"].to_numpy()
     assert np.all((tx + PATCH / 2 <= 100.5) | (tx - PATCH / 2 >= 159.5))
@@ -78,10 +80,10 @@ def test_batch_size_does_not_change_results_and_empty_input(optical, scorer):
     sar, sar_ok = sar_like(optical, np.array([[1.0, 0.0, -2.0], [0.0, 1.0, 3.0]]))
     kps = _keypoints(optical, 12)
     ones = np.ones(optical.shape, bool)
-    a = match_points(optical, sar, ones, sar_ok, kps, np.eye(2, 3), scorer, CFG, PATCH)
-    b = match_points(optical, sar, ones, sar_ok, kps, np.eye(2, 3), scorer, replace(CFG, batch_size=7), PATCH)
+    a = match_points(optical, sar, ones, sar_ok, kps, np.eye(2, 3), scorer, CFG)
+    b = match_points(optical, sar, ones, sar_ok, kps, np.eye(2, 3), scorer, replace(CFG, batch_size=7))
     np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), rtol=1e-5, atol=1e-6)
-    empty = match_points(optical, sar, ones, sar_ok, Keypoints(), np.eye(2, 3), scorer, CFG, PATCH)
+    empty = match_points(optical, sar, ones, sar_ok, Keypoints(), np.eye(2, 3), scorer, CFG)
     assert empty.empty and list(empty.columns) == COLUMNS
 
 
@@ -90,35 +92,32 @@ def test_ratio_flags_repetitive_texture(optical, scorer):
     stripes = (0.5 + 0.4 * np.sin(2 * np.pi * cols / 8.0) + 0.02 * np.sin(rows / 9.0)).astype(np.float32)
     ones = np.ones(optical.shape, bool)
     kps = Keypoints(np.arange(60, 200, 20) + 0.5, np.full(7, 128.5), np.ones(7))
-    rep = match_points(stripes, stripes, ones, ones, kps, np.eye(2, 3), scorer, CFG, PATCH)
-    uniq = match_points(optical, optical, ones, ones, kps, np.eye(2, 3), scorer, CFG, PATCH)
+    rep = match_points(stripes, stripes, ones, ones, kps, np.eye(2, 3), scorer, CFG)
+    uniq = match_points(optical, optical, ones, ones, kps, np.eye(2, 3), scorer, CFG)
     assert rep["ratio"].min() > 0.97
     assert uniq["ratio"].max() < 0.9
     np.testing.assert_allclose(uniq["tgt_x"], uniq["ref_x"], atol=0.05)  # self-match: (nearly) zero shift
-    # radius_px overrides the config's radius (the caller converts metres to pixels)
-    small = match_points(optical, optical, ones, ones, kps, np.eye(2, 3), scorer, CFG, PATCH, radius_px=4.0)
+    # The radius comes from the config, in pixels; one in metres must have been converted by the caller.
+    small = match_points(optical, optical, ones, ones, kps, np.eye(2, 3), scorer, replace(CFG, search_radius=4.0))
     assert small["n_evals"].max() < uniq["n_evals"].min()
+    with pytest.raises(ValueError, match="in pixels"):
+        match_points(optical, optical, ones, ones, kps, np.eye(2, 3), scorer, replace(CFG, search_units="m"))
 
 
 @pytest.mark.realdata
 def test_registers_a_real_vis_nir_pair(data_dir):
     """VIS (RGB -> grey) against the warped NIR of the EPFL field set: coarse + search + filters with NCC."""
-    import sys
-    from pathlib import Path
+    import visnir_pairs as bench  # benchmarks/ is on the tests' pythonpath (setup.cfg)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    import visnir_pairs as bench
-
-    folder = data_dir / "vis-nir" / "field"
-    vis, vis_ok, nir, nir_ok, truth = bench.load_pair(folder, "0021")
+    pair = bench.load_pair(data_dir / "vis-nir" / "field", "0021")
     detect = replace(bench.DETECT, max_points_per_tile=60, cell_size=80)
-    df, info, initial, _ = bench.register(vis, vis_ok, nir, nir_ok, detect=detect)
-    assert initial.method.startswith("cfog search")
-    assert bench.capture_error(initial.affine, truth, vis.shape) < 12.0  # within the fine search radius
-    kept = df["outlier"].to_numpy() == 0
+    reg = bench.register(pair.vis, pair.vis_ok, pair.nir, pair.nir_ok, detect=detect)
+    assert reg.initial.method.startswith("cfog search")
+    assert bench.capture_error(reg.initial.affine, pair.truth, pair.vis.shape) < 12.0  # within the fine search radius
+    kept = reg.points["outlier"].to_numpy() == 0
     assert kept.sum() >= 20
-    assert np.median(bench.errors(df, truth)[kept]) < 1.0
-    assert info["rmse_px"] < 2.0
+    assert np.median(bench.errors(reg.points, pair.truth)[kept]) < 1.0
+    assert reg.model_info["rmse_px"] < 2.0
 
 
 def test_blurred_coarse_grid_keeps_accuracy_and_counts_its_evaluations(optical, scorer):
@@ -126,9 +125,9 @@ def test_blurred_coarse_grid_keeps_accuracy_and_counts_its_evaluations(optical, 
     sar, sar_ok = sar_like(optical, truth)
     kps = _keypoints(optical, 25)
     ones = np.ones(optical.shape, bool)
-    plain = match_points(optical, sar, ones, sar_ok, kps, np.eye(2, 3), scorer, CFG, PATCH)
+    plain = match_points(optical, sar, ones, sar_ok, kps, np.eye(2, 3), scorer, CFG)
     blurred = match_points(optical, sar, ones, sar_ok, kps, np.eye(2, 3), scorer,
-                           replace(CFG, coarse_sigma=2.0, refine_top=1), PATCH)
+                           replace(CFG, coarse_sigma=2.0, refine_top=1))
     assert np.median(_errors(blurred, truth)) < 0.5
     assert (blurred["ratio"] < 1).all()
     # The blurred coarse grid is scored separately from the step-1 refinement: it adds to n_evals.

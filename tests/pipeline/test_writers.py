@@ -22,8 +22,21 @@ from geomatch.errors import InputError, OutputExistsError
 from geomatch.pipeline.affinetools import apply
 from geomatch.pipeline.raster import RasterPair
 from geomatch.pipeline.schema import COLUMNS, SCHEMA_VERSION, add_shift_columns, empty_frame, to_geodataframe
-from geomatch.pipeline.writer import Writer, atomic_output, runs_record
+from geomatch.pipeline.writer import RUN_FIELDS, Writer, atomic_output, writer_for, writer_suffixes
 from geomatch_plugins.writers.qgis import HEADER, QGISPointsWriter, write_qgis_points
+
+
+def _gdal_sample(name: str) -> list[str] | None:
+    """A GDAL sample script (osgeo_utils.samples, Debian's python3-gdal) with a Python that can run it."""
+    for python in ("/usr/bin/python3", shutil.which("python3")):
+        if python and subprocess.run([python, "-c", f"import osgeo_utils.samples.{name}"],
+                                     capture_output=True).returncode == 0:
+            return [python, "-m", f"osgeo_utils.samples.{name}"]
+    return None
+
+
+GPKG_VALIDATOR = _gdal_sample("validate_gpkg")
+needs_ogrinfo = pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="GDAL's ogrinfo is not installed here")
 
 
 def _gdf(n=10, simulated=None, **kw):
@@ -33,12 +46,18 @@ def _gdf(n=10, simulated=None, **kw):
     return to_geodataframe(df, CRS.from_epsg(32631))
 
 
+SCORER = {"matcher": "rrlnet", "weights": "optical-sar", "weights_sha256": "ab" * 32, "runtime": "onnxruntime",
+          "engine": "onnxruntime", "device": "cpu"}
+
+
 def _run_info(sar_path="/nonexistent/sar.tif"):
     return {
         "run_id": "abc123", "started": "2024-01-01T00:00:00Z", "finished": "2024-01-01T00:01:00Z",
         "pipeline_toml": 'name = "default"\n', "inputs": {"optical": {"path": "/o.tif", "sha256": "0" * 64},
                                                            "sar": {"path": str(sar_path), "sha256": "1" * 64}},
-        "versions": {"numpy": np.__version__}, "timings": {"match": 1.5}, "summary": {"points_kept": 8},
+        "scorer": SCORER, "versions": {"numpy": np.__version__, "gdal": "3.6.2", "proj": "9.1.1", "torch": "2.5.0",
+                                       "onnxruntime": "1.20.0"},
+        "timings": {"match": 1.5}, "summary": {"points_kept": 8},
     }
 
 
@@ -107,9 +126,60 @@ def test_geopackage_round_trip_and_runs_table(tmp_path):
     assert row["run_id"] == "abc123" and row["schema_version"] == SCHEMA_VERSION
     assert row["pipeline_toml"] == 'name = "default"\n'
     assert json.loads(row["inputs_json"])["sar"]["sha256"] == "1" * 64
-    assert json.loads(row["timings_json"]) == {"match": 1.5}
+    timings = json.loads(row["timings_json"])
+    assert timings["match"] == 1.5 and 0 < timings["write"] < 60  # the table's own write time is recorded
     assert json.loads(row["summary_json"]) == {"points_kept": 8}
-    assert set(runs.columns) >= set(runs_record(_run_info()))
+    assert list(runs.columns) == list(RUN_FIELDS)
+    # The resolved scorer and the library versions, as columns (the pipeline file may say "auto").
+    assert (row["matcher"], row["weights"], row["weights_sha256"], row["runtime"], row["device"]) == (
+        "rrlnet", "optical-sar", "ab" * 32, "onnxruntime", "cpu")
+    assert (row["gdal_version"], row["proj_version"], row["torch_version"], row["onnxruntime_version"]) == (
+        "3.6.2", "9.1.1", "2.5.0", "1.20.0")
+    # DateTime and Boolean fields, not text and int16.
+    assert str(runs["started"].dtype).startswith("datetime64") and runs["started"].dt.tz is not None
+    assert row["finished"] - row["started"] == pd.Timedelta(minutes=1)
+    for flag in ("outlier_score", "outlier_local", "outlier_model", "outlier"):
+        assert back[flag].dtype == bool, flag
+
+
+def test_geopackage_version_and_triggers_gdal_36_accepts(tmp_path):
+    """GPKG 1.2 (GDAL 3.6's validator rejects 1.4's R-tree trigger names, Req 75, and ogrinfo 3.6 warns on 1.4)."""
+    import sqlite3
+
+    out = registry.load("writers", "gpkg")().write(_gdf(), _run_info(), tmp_path / "tp.gpkg")
+    with sqlite3.connect(out) as db:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47  # "GPKG"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
+        triggers = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        contents = dict(db.execute("SELECT table_name, data_type FROM gpkg_contents"))
+    assert {f"rtree_tiepoints_geom_update{i}" for i in (1, 2, 3, 4)} <= triggers
+    assert not {"rtree_tiepoints_geom_update6", "rtree_tiepoints_geom_update7"} & triggers
+    assert contents == {"tiepoints": "features", "runs": "attributes"}
+    meta = pyogrio.read_info(out, layer="tiepoints")["layer_metadata"]
+    assert meta["geomatch_schema_version"] == SCHEMA_VERSION and meta["geomatch_shift_units"].startswith("metre")
+
+
+@pytest.mark.skipif(GPKG_VALIDATOR is None, reason="GDAL's validate_gpkg.py (Debian python3-gdal) is not installed")
+def test_gdal_geopackage_validator_passes(tmp_path):
+    out = registry.load("writers", "gpkg")().write(_gdf(12, simulated=True), _run_info(), tmp_path / "tp.gpkg")
+    check = subprocess.run([*GPKG_VALIDATOR, str(out)], capture_output=True, text=True)
+    assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check.stdout + check.stderr
+
+
+def test_geographic_crs_gets_shifts_in_metres(tmp_path):
+    from affine import Affine
+
+    df = make_tiepoints(6, transform=Affine(1e-4, 0.0, 2.0, 0.0, -1e-4, 48.0), outliers=0)
+    df["tgt_x"], df["tgt_y"] = df["ref_x"] + 2e-4, df["ref_y"] - 1e-4  # east and south
+    gdf = to_geodataframe(add_shift_columns(df), "EPSG:4326")
+    out = registry.load("writers", "gpkg")().write(gdf, _run_info(), tmp_path / "geo.gpkg")
+    back = gpd.read_file(out, layer="tiepoints")
+    # 1e-4 deg of longitude at 48 N is 7.46 m, of latitude 11.12 m (WGS 84 geodesic).
+    np.testing.assert_allclose(back["shift_east_m"], 2 * 7.4616, rtol=2e-3)
+    np.testing.assert_allclose(back["shift_north_m"], -11.1206, rtol=2e-3)
+    np.testing.assert_allclose(back["shift_abs_m"], np.hypot(back["shift_east_m"], back["shift_north_m"]), rtol=1e-6)
+    assert pyogrio.read_info(out, layer="tiepoints")["layer_metadata"]["geomatch_shift_units"].startswith("degrees")
+    assert "shift_abs_m" not in _gdf().columns  # projected CRS: shift_x/shift_y are metres already
 
 
 def test_geopackage_with_no_points(tmp_path):
@@ -119,12 +189,15 @@ def test_geopackage_with_no_points(tmp_path):
     assert pyogrio.read_info(out, layer="tiepoints")["geometry_type"] == "Point"
 
 
-@pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="GDAL's ogrinfo is not installed on this machine")
-def test_ogrinfo_reads_the_geopackage(tmp_path):
+@needs_ogrinfo
+def test_ogrinfo_reads_the_geopackage_without_a_warning(tmp_path):
     out = registry.load("writers", "gpkg")().write(_gdf(), _run_info(), tmp_path / "tp.gpkg")
-    text = subprocess.run(["ogrinfo", "-so", "-al", str(out)], capture_output=True, text=True, check=True).stdout
+    done = subprocess.run(["ogrinfo", "-so", "-al", str(out)], capture_output=True, text=True, check=True)
+    text = done.stdout
     assert "Layer name: tiepoints" in text and "Layer name: runs" in text
     assert "Feature Count: 10" in text and "shift_angle: Real" in text
+    assert "outlier: Integer(Boolean)" in text and "started: DateTime" in text
+    assert "Warning" not in done.stderr and "Warning" not in text, done.stderr
 
 
 # -- CSV ----------------------------------------------------------------------------------------
@@ -138,14 +211,51 @@ def test_csv_and_sidecar(tmp_path):
     assert list(back.columns) == [c for c in gdf.columns if c != "geometry"] + ["wkt"]
     np.testing.assert_allclose(back["ref_x"], gdf["ref_x"], rtol=0, atol=0)
     assert back["wkt"][0] == f"POINT ({float(gdf['ref_x'][0])!r} {float(gdf['ref_y'][0])!r})"
+    assert list(back["outlier"]) == [1, 1, 0, 0, 0, 0, 0, 0, 0]  # Boolean flags as 0/1
     side = json.loads((tmp_path / "tp.csv.json").read_text())
     assert side["run"]["run_id"] == "abc123" and side["schema_version"] == SCHEMA_VERSION
     assert "32631" in side["crs_wkt"] and side["points"] == 9
+    assert CRS.from_wkt((tmp_path / "tp.prj").read_text()).to_epsg() == 32631
+    types = (tmp_path / "tp.csvt").read_text().strip().replace('"', "").split(",")
+    assert len(types) == len(back.columns) and types[-1] == "WKT"
+    assert types[list(back.columns).index("outlier")] == "Integer(Boolean)"
+    assert types[list(back.columns).index("ref_x")] == "Real"
     # The sidecar counts as output: refused as a whole without --overwrite, nothing touched.
     (tmp_path / "other.csv.json").write_text("mine")
     with pytest.raises(OutputExistsError, match="other.csv.json"):
         writer.write(gdf, _run_info(), tmp_path / "other.csv")
     assert not (tmp_path / "other.csv").exists() and (tmp_path / "other.csv.json").read_text() == "mine"
+
+
+@needs_ogrinfo
+def test_ogrinfo_reads_the_csv_as_points_in_its_crs(tmp_path):
+    gdf = _gdf(9)
+    out = registry.load("writers", "csv")().write(gdf, _run_info(), tmp_path / "tp.csv")
+    done = subprocess.run(["ogrinfo", "-so", "-al", str(out)], capture_output=True, text=True, check=True)
+    assert "Feature Count: 9" in done.stdout and 'WGS 84 / UTM zone 31N' in done.stdout
+    assert "outlier: Integer(Boolean)" in done.stdout and "ref_x: Real" in done.stdout
+    first = subprocess.run(["ogrinfo", "-al", "-q", "-fid", "1", str(out)], capture_output=True, text=True,
+                           check=True).stdout  # CSV feature ids start at 1
+    point = first[first.index("POINT (") + 7:].split(")")[0].split()
+    np.testing.assert_allclose([float(v) for v in point], [gdf["ref_x"][0], gdf["ref_y"][0]], rtol=0, atol=1e-6)
+
+
+# -- choosing a writer --------------------------------------------------------------------------
+
+
+def test_every_registered_writer_has_a_suffix_and_suffixes_choose_the_writer():
+    suffixes = writer_suffixes()
+    assert sorted(suffixes.values()) == registry.names("writers")  # every writer, each with a suffix
+    assert suffixes == {".gpkg": "gpkg", ".csv": "csv", ".vrt": "vrt", ".points": "points"}
+    assert writer_for("tp.points") == "points" and writer_for("DIR/TP.GPKG") == "gpkg"
+    assert writer_for("anything.txt", "csv") == "csv"
+    for bad in ("y.shp", "tp.xyz", "noext"):
+        with pytest.raises(InputError, match=r"no writer for the suffix .*\.csv \(csv\), \.gpkg \(gpkg\), "
+                                             r"\.points \(points\), \.vrt \(vrt\)") as info:
+            writer_for(bad)
+        assert info.value.exit_code == 2
+    with pytest.raises(InputError, match="--format shp: unknown writer; registered writers: csv, gpkg, points, vrt"):
+        writer_for("x.gpkg", "shp")
 
 
 # -- GCP VRT ------------------------------------------------------------------------------------
@@ -192,6 +302,11 @@ def test_gcp_vrt_registers_the_sar_onto_the_optical(tmp_path):
     shifted = -20.0 + 15.0 * (1.0 - syn.scene(jj - 4.0, ii + 3.0))
     err_unregistered = np.abs(10 * np.log10(warped[inner]) - shifted[inner]).mean()
     assert err_registered < 0.3 * err_unregistered
+    if shutil.which("gdalinfo"):
+        info = json.loads(subprocess.run(["gdalinfo", "-json", str(out)], capture_output=True, text=True,
+                                         check=True).stdout)
+        assert len(info["gcps"]["gcpList"]) == len(gdf) - 1 and "32631" in info["gcps"]["coordinateSystem"]["wkt"]
+        assert info["size"] == [data.shape[1], data.shape[0]]
 
 
 def test_qgis_points(tmp_path):

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from skimage import color, io
 
-from geomatch.models.checkpoint import build_matcher, load_checkpoint, resolve_weights, sha256_file, shipped_weights
+from geomatch.fileio import sha256_file
+from geomatch.models.checkpoint import load_checkpoint
+from geomatch.models.factory import build_matcher
 from geomatch.models.runtime import build_scorer
+from geomatch.models.weights import resolve_weights, shipped_weights
 from geomatch.pipeline.keypoints import Keypoints
 from geomatch.pipeline.patches import sample_patches
 from geomatch_plugins.detectors.corners import Harris
@@ -71,7 +74,8 @@ def test_vis_nir_weights_separate_real_country_pairs(data_dir):
 
 @pytest.mark.realdata
 def test_optical_sar_weights_separate_real_test_scenes(data_dir):
-    from geomatch.training.sources import find_scenes, load_scene
+    from geomatch.training.scene_files import find_scenes
+    from geomatch.training.scenes import load_scene
 
     test_scenes = shipped_weights()["optical-sar"]["test_scenes"]
     files = [f for f in find_scenes(data_dir / "s1s2" if (data_dir / "s1s2").is_dir() else data_dir)

@@ -8,8 +8,10 @@ from rasterio.transform import Affine
 from scipy import ndimage as ndi
 
 from geomatch.errors import OutputExistsError, RasterError
-from geomatch.training.build import BuildConfig, SourcePair, build_dataset, read_pair_list, vis_nir_sources
+from geomatch.training.build import BuildConfig, build_dataset
 from geomatch.training.datasets import load_dataset
+from geomatch.training.presets import vis_nir_sources
+from geomatch.training.source_pairs import SourcePair, read_pair_list
 
 CFG = BuildConfig(max_points=40, cell_size=16, seed=1)
 
@@ -126,6 +128,40 @@ def test_same_seed_same_files_other_seed_other_pairs(tmp_path):
                       BuildConfig(**{**CFG.__dict__, "seed": seed}))
     a, b, c = (np.load(tmp_path / n / "train.npy") for n in "abc")
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_free_images_split_by_valid_pixels(tmp_path):
+    """val_fraction is a share of the pixels: beside one large image, the small ones are what validation gets."""
+    sources = []
+    for k, size in enumerate((320, 112, 112, 112)):
+        opt = texture(size, seed=30 + k)
+        sources.append(SourcePair(save_png(tmp_path / f"o{k}.png", opt), save_png(tmp_path / f"s{k}.png", to_sar(opt))))
+    manifest = build_dataset(sources, tmp_path / "out", BuildConfig(**{**CFG.__dict__, "val_fraction": 0.25}))
+    assert [s["split"] for s in manifest["sources"]] == ["train", "val", "val", "val"]
+    assert manifest["splits"]["val"]["sources"] == 3
+
+
+def test_failed_rebuild_keeps_the_old_dataset_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    from geomatch.training import build as build_mod
+
+    opt = texture(seed=12)
+    sources = [SourcePair(save_png(tmp_path / "o.png", opt), save_png(tmp_path / "s.png", to_sar(opt)))]
+    out = tmp_path / "out"
+    build_dataset(sources, out, CFG)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / ".train.npy.dead0001.partial.npy").write_bytes(b"left by a killed build")
+    calls = []
+
+    def cut_then_fail(*args, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt  # stopped while cutting: the files are half written
+
+    monkeypatch.setattr(build_mod, "cut_patches", cut_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset([SourcePair(s.optical, s.sar) for s in sources], out, BuildConfig(**{**CFG.__dict__, "seed": 5}),
+                      overwrite=True)
+    assert calls
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_vis_nir_preset_writes_a_vis_nir_folder(tmp_path):

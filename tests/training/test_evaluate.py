@@ -70,7 +70,7 @@ def test_auto_runtime_scores_equal_eager(tmp_path):
     root = write_published(tmp_path / "os", "os", n_train=8, n_test=24)
     patches = load_dataset("os", root).tests["os_test"]
     model = narrow_rrlnet().train()  # the training form, as a checkpoint under evaluation often is
-    from geomatch.models.runtime import engine_for
+    from geomatch.models.engines import engine_for
 
     engine, runtime = engine_for(model, torch.device("cpu"))
     assert runtime == "onnxruntime"  # not a silent fall back to eager

@@ -9,7 +9,8 @@ from tiny import TinyMatcher, narrow_rrlnet
 
 from geomatch.errors import InputError, OutputExistsError
 from geomatch.models.base import MatcherConfig
-from geomatch.models.checkpoint import build_matcher, load_checkpoint
+from geomatch.models.checkpoint import load_checkpoint
+from geomatch.models.factory import build_matcher
 from geomatch.training.augment import AugmentConfig
 from geomatch.training.datasets import load_dataset
 from geomatch.training.evaluate import evaluate
@@ -130,7 +131,8 @@ def test_init_weights_starts_from_a_checkpoint(tmp_path):
 
 
 def test_init_weights_from_a_pruned_checkpoint_restores_the_training_form(tmp_path):
-    from geomatch.models.checkpoint import build_for_finetuning, checkpoint_metadata, save_checkpoint
+    from geomatch.models.checkpoint import checkpoint_metadata, save_checkpoint
+    from geomatch.models.factory import build_for_finetuning
 
     trained = narrow_rrlnet()
     pruned = trained.prune()

@@ -1,4 +1,4 @@
-"""Optical/SAR scene pairs from Sentinel-1/2 folder layouts, their scene-level split and the patch build."""
+"""Optical/SAR scene pairs from Sentinel-1/2 folder layouts, read, aligned and cut by the optical-sar preset."""
 
 from __future__ import annotations
 
@@ -15,15 +15,10 @@ from geomatch.errors import InputError
 from geomatch.pipeline.normalise import Stretch, to_db
 from geomatch.training.build import BuildConfig
 from geomatch.training.datasets import load_dataset
-from geomatch.training.sources import (
-    ScenePair,
-    align_scene,
-    build_optical_sar_patches,
-    find_scenes,
-    load_scene_pairs,
-    place_groups,
-    split_scenes,
-)
+from geomatch.training.presets import build_optical_sar_patches
+from geomatch.training.scene_files import find_scenes
+from geomatch.training.scenes import align_scene, load_scene_pairs
+from geomatch.training.splits import split_scenes
 
 UTM = "EPSG:32631"
 GEO = "EPSG:4326"
@@ -254,38 +249,6 @@ def test_align_scene_removes_a_measured_shift_only_when_confident():
     assert rec["applied_shift_px"] == [0, 0] and same is noise
 
 
-def _pair(sid, place, bounds, size=100):
-    z = np.zeros((size, size), np.float32)
-    return ScenePair(sid, "test", z, z, np.ones((size, size), bool), place, bounds)
-
-
-def test_split_keeps_places_and_overlapping_footprints_together():
-    pairs = [_pair(f"s{i}", f"p{i}", (i, 0, i + 0.9, 1)) for i in range(10)]
-    pairs.append(_pair("s0-date2", "p0", (100, 0, 101, 1)))  # same place by name
-    pairs.append(_pair("s3-overlap", "q", (3.5, 0.5, 3.7, 0.7)))  # same place by footprint
-    pairs.append(_pair("s5-touch", "r", (5.9, 0, 6.0, 1)))  # touches s5/s6 edges only: its own place
-    assert len(place_groups(pairs)) == 11
-    seen = set()
-    for seed in range(5):
-        split = split_scenes(pairs, 0.2, 0.2, seed)
-        side = {p.scene_id: s for s, ps in split.items() for p in ps}
-        assert len(side) == len(pairs) and all(split.values())
-        assert side["s0"] == side["s0-date2"] and side["s3"] == side["s3-overlap"]
-        counts = {s: len(v) for s, v in split.items()}
-        assert counts["train"] > counts["val"] and counts["train"] > counts["test"]
-        seen.add(tuple(sorted(p.scene_id for p in split["test"])))
-    assert len(seen) > 1  # the seed changes which places are held out
-
-
-def test_split_bad_fractions_and_too_few_places():
-    pairs = [_pair("a", "a", None), _pair("b", "b", None)]
-    with pytest.raises(InputError, match="cannot fill"):
-        split_scenes(pairs, 0.2, 0.2, 0)
-    assert [len(v) for v in split_scenes(pairs, 0.5, 0.0, 0).values()] == [1, 1, 0]
-    with pytest.raises(InputError, match="fraction"):
-        split_scenes(pairs, 0.6, 0.5, 0)
-
-
 def abs_ncc(images: np.ndarray) -> np.ndarray:
     """|zero-mean NCC| of each (optical, SAR) pair: optical/SAR contrast may be inverted, so the sign is not
     evidence of correspondence, the strength is."""
@@ -362,9 +325,22 @@ def test_cli_preset_optical_sar(layout, tmp_path, runner):
 # -- real data ------------------------------------------------------------------------------------------
 
 
+S1S2 = ("terramind", "bigearthnet", "sen1floods11", "ssl4eo-s12")  # the georeferenced chips (quick to read)
+
+
+@pytest.mark.realdata
+def test_real_folders_enumerate_every_source(data_dir):
+    counts = {}
+    for s in find_scenes(data_dir, exclude=()):
+        counts[s.source] = counts.get(s.source, 0) + 1
+    # changedet: 4 optical/SAR scenes (hcd-gsp's Italy and Img17 are not SAR pairs)
+    assert counts == {"terramind": 5, "bigearthnet": 6, "sen1floods11": 1, "ssl4eo-s12": 2, "gefolki": 1,
+                      "volkov-s1s2": 40, "3mos": 130, "changedet": 4}
+
+
 @pytest.mark.realdata
 def test_real_folders_enumerate_and_split(data_dir):
-    pairs = load_scene_pairs(data_dir)
+    pairs = load_scene_pairs(data_dir, sources=S1S2)
     counts = {}
     for p in pairs:
         counts[p.source] = counts.get(p.source, 0) + 1
@@ -390,7 +366,7 @@ def test_real_folders_enumerate_and_split(data_dir):
 
 @pytest.mark.realdata
 def test_real_patches_correspond(data_dir, tmp_path):
-    m = build_optical_sar_patches(data_dir, tmp_path / "p", seed=0, per_scene=40)
+    m = build_optical_sar_patches(data_dir, tmp_path / "p", seed=0, per_scene=40, sources=S1S2)
     assert all(m["splits"][k]["pairs"] > 0 for k in ("train", "val", "test:optical-sar"))
     for split in ("train", "val", "test_optical-sar"):
         x = np.load(tmp_path / "p" / f"{split}.npy")

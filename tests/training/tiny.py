@@ -33,7 +33,7 @@ class TinyMatcher(Matcher):
 def narrow_rrlnet(patch_size: int = 32, width: float = 0.125, bn_momentum: float = 0.3):
     """RRL-Net at 1/8 width. Keras' BatchNorm momentum (0.99, i.e. 0.01 here) needs hundreds of iterations
     before eval-mode statistics mean anything; a test of a dozen iterations raises it instead."""
-    from geomatch.models.checkpoint import build_matcher
+    from geomatch.models.factory import build_matcher
 
     torch.manual_seed(0)
     model = build_matcher("rrlnet", width=width, patch_size=patch_size)

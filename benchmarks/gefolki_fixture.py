@@ -1,8 +1,9 @@
-"""Accuracy fixtures built from public evaluation data (never shipped; read from a data folder).
+"""The GeFolki accuracy fixture, for the tests and the benchmarks (not part of the installed package).
 
-- GeFolki (ONERA EvalGeFolki): Sentinel-2 against Sentinel-1 warped by a reference displacement field,
-  so the true correspondence of every pixel is known exactly.
-- VIS-NIR field/forest pairs: the NIR image warped by a known 2x3 affine (VIS pixel p -> NIR pixel M·p).
+GeFolki (ONERA EvalGeFolki): Sentinel-2 against Sentinel-1 warped by a reference displacement field, so the
+true correspondence of every pixel is known exactly. Built from the shared data folder (GEOMATCH_DATA), never
+shipped. Importable as ``gefolki_fixture`` from the benchmark scripts (their own folder) and from the tests
+(``pythonpath = benchmarks`` in setup.cfg's pytest section). The VIS-NIR pairs' truth is in visnir_pairs.py.
 """
 
 from __future__ import annotations
@@ -74,14 +75,8 @@ def gefolki_errors(fix: GefolkiFixture, ref_col, ref_row, tgt_col, tgt_row) -> n
     return np.hypot(np.asarray(tgt_col) - qx, np.asarray(tgt_row) - qy)
 
 
-def visnir_truth(matrix: np.ndarray, ref_col, ref_row) -> tuple[np.ndarray, np.ndarray]:
-    """NIR pixel of VIS point p through the pair's affine M (pixel-centre convention as measured)."""
-    p = np.stack([np.asarray(ref_col, float), np.asarray(ref_row, float), np.ones(len(ref_col))])
-    q = np.asarray(matrix, float)[:2] @ p
-    return q[0], q[1]
-
-
 def error_stats(err: np.ndarray) -> dict:
+    """Count, median, RMSE and the shares within 1 and 3 px of point errors (None fields when there are none)."""
     err = np.asarray(err, float)
     if err.size == 0:
         return {"kept": 0, "median_px": None, "rmse_px": None, "within_1px": None, "within_3px": None}
