@@ -67,7 +67,7 @@ def time_interrupt(d: Path) -> dict:
     big.mkdir()
     make_pair(big, shift=(2.3, -1.4), size=(480, 480), seed=3)
     args = ["run", "--optical", str(big / "optical.tif"), "--sar", str(big / "sar.tif"), "-o", str(big / "tp.gpkg"),
-            *NCC, "--tile-size", "64", "--search-radius", "30", "--no-plot"]
+            *NCC, "--tile-size", "480", "--search-radius", "30", "--no-plot"]  # one tile, running when signalled
     proc = subprocess.Popen(geomatch_cmd() + args, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if "coarse transform" in line:

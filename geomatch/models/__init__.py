@@ -1,1 +1,1 @@
-"""Matcher contract, Keras-faithful building blocks, checkpoints and export."""
+"""Matchers: the contract, Keras-faithful building blocks, checkpoints and weights, export, and scoring."""

@@ -10,6 +10,7 @@ import contextlib
 import io
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,7 @@ INPUT_NAMES = ("optical", "sar")
 OUTPUT_NAME = "score"
 # Loggers of the graph optimiser and the IR library under it.
 _OPTIMISER_LOGGERS = ("onnxscript", "onnx_ir")
+_OPTIMISER_LOCK = threading.Lock()
 
 
 class ScoreOnly(nn.Module):
@@ -126,19 +128,21 @@ def _optimiser_output_at_debug():
     otherwise print on every run that exports; ``-v`` still shows them.
     """
     loggers = [logging.getLogger(name) for name in _OPTIMISER_LOGGERS]
-    saved = [(lg.handlers[:], lg.propagate) for lg in loggers]
-    handler = _ToDebug()
-    for lg in loggers:
-        lg.handlers, lg.propagate = [handler], False
     out, err = io.StringIO(), io.StringIO()
-    try:
-        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
-                contextlib.redirect_stderr(err):
-            warnings.simplefilter("always")
-            yield
-    finally:
-        for lg, (handlers, propagate) in zip(loggers, saved, strict=True):
-            lg.handlers, lg.propagate = handlers, propagate
+    # One export at a time swaps the loggers' handlers: two interleaved would restore each other's swap.
+    with _OPTIMISER_LOCK:
+        saved = [(lg.handlers[:], lg.propagate) for lg in loggers]
+        handler = _ToDebug()
+        for lg in loggers:
+            lg.handlers, lg.propagate = [handler], False
+        try:
+            with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
+                    contextlib.redirect_stderr(err):
+                warnings.simplefilter("always")
+                yield
+        finally:
+            for lg, (handlers, propagate) in zip(loggers, saved, strict=True):
+                lg.handlers, lg.propagate = handlers, propagate
         for text in (out.getvalue(), err.getvalue()):
             if text.strip():
                 log.debug("ONNX optimiser output:\n%s", text.rstrip())

@@ -40,13 +40,24 @@ def _local_flags(ref: np.ndarray, shift: np.ndarray, radius: float, max_dev: flo
     flags = np.zeros(n, bool)
     if n <= MIN_NEIGHBOURS or radius <= 0:
         return flags
-    tree = cKDTree(ref)
-    for i, nb in enumerate(tree.query_ball_point(ref, r=radius)):
-        nb = [j for j in nb if j != i]
-        if len(nb) < MIN_NEIGHBOURS:
-            continue
-        med = np.median(shift[nb], axis=0)
-        flags[i] = np.hypot(*(shift[i] - med)) > max_dev
+    # Every neighbour pair once (same "<= radius" rule as a ball query), both directions: a per-point Python loop
+    # with one np.median each cost seconds at thousands of points.
+    pairs = cKDTree(ref).query_pairs(r=radius, output_type="ndarray")
+    owner = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    other = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    count = np.bincount(owner, minlength=n)
+    enough = count >= MIN_NEIGHBOURS
+    if not enough.any():
+        return flags
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    lo, hi = start + (count - 1) // 2, start + count // 2  # the middle one (odd) or two (even), as np.median
+    med = np.empty((n, 2))
+    for axis in range(2):
+        values = shift[other, axis]
+        ordered = values[np.lexsort((values, owner))]  # grouped by owner, ascending within each group
+        med[enough, axis] = (ordered[lo[enough]] + ordered[hi[enough]]) / 2
+    dev = shift[enough] - med[enough]
+    flags[enough] = np.hypot(dev[:, 0], dev[:, 1]) > max_dev
     return flags
 
 

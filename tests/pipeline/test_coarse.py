@@ -142,14 +142,16 @@ def test_a_doubtful_peak_is_settled_by_the_fine_matches(camera):
     assert "fine check kept the identity" in kept.method
 
 
+@pytest.mark.slow
 def test_run_on_a_raster_larger_than_the_overview_keeps_full_resolution_units(tmp_path):
-    """The overview of a 1500 px overlap is 1024 px: the coarse transform must still be in optical pixels."""
+    """The overview of a 1200 px overlap is 1024 px: the coarse transform must still be in optical pixels (the
+    overview's scale is overview pixels per optical pixel, the coarse stage's its inverse)."""
     from geomatch import config
     from geomatch.pipeline.run import run_pipeline
     from tests.factories import make_pair
 
-    pair = make_pair(tmp_path, shift=(30.0, -20.0), size=(1500, 1500), seed=2)
-    cfg = config.load("default", {"match.plugin": "ncc", "match.params": {"absolute": True}, "tiles.size": 1500,
+    pair = make_pair(tmp_path, shift=(30.0, -20.0), size=(1200, 1200), seed=2)
+    cfg = config.load("default", {"match.plugin": "ncc", "match.params": {"absolute": True}, "tiles.size": 1200,
                                   "detect.max_points_per_tile": 16, "write.plot": False})
     coarse = run_pipeline(pair.optical, pair.sar, cfg).summary["coarse"]
     assert coarse["confident"], coarse["method"]
