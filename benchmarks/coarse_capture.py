@@ -1,6 +1,7 @@
 """Capture range of the coarse stage and honesty of the run verdict, on synthetic and real pairs.
 
 Usage:  python benchmarks/coarse_capture.py [--sets camera visnir visnir-default real] [--limit N] [--out results.json]
+        python benchmarks/coarse_capture.py --rejudge results.json   (new verdict thresholds, no rerun)
 
 Sets (each case: coarse stage with its fine check -> Harris + NCC fine search -> filters -> verdict):
 
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rasterio.windows import Window
 from scipy import ndimage as ndi
 from skimage import data, io
 
@@ -38,10 +40,11 @@ from visnir_pairs import affine_errors, capture_error, default_data, load_pair, 
 
 from geomatch import config, registry  # noqa: E402
 from geomatch.models.runtime import build_scorer  # noqa: E402
+from geomatch.pipeline.budget import spread as budget_spread  # noqa: E402
 from geomatch.pipeline.candidates import settle_initial  # noqa: E402
 from geomatch.pipeline.filters import flag_outliers  # noqa: E402
 from geomatch.pipeline.search import match_points  # noqa: E402
-from geomatch.pipeline.verdict import judge  # noqa: E402
+from geomatch.pipeline.verdict import coarse_notes, decide, judge  # noqa: E402
 
 TOL_PX = 3.0  # VIS-NIR ground truth is good to about 2 px on a few pairs (data README)
 MIN_KEPT = 6
@@ -89,8 +92,11 @@ class Runner:
                "coarse_confident": initial.confident, "fine_check": initial.details.get("fine_check")}
         row["captured"] = row["capture_px"] < 12.0
         if not coarse_only:
-            kps = self.detector.detect(opt.astype(np.float32), opt_ok, cfg.detect.max_points_per_tile,
+            # As the pipeline chooses them for a one-tile scene: every candidate, then the budget's spread.
+            kps = self.detector.detect(opt.astype(np.float32), opt_ok, cfg.detect.max_points_per_tile or opt.size,
                                        cfg.detect.cell_size, cfg.detect.min_contrast, self.scorer.patch_size // 2)
+            kps = kps.subset(budget_spread(kps, Window(0, 0, opt.shape[1], opt.shape[0]), cfg.detect.max_points,
+                                           cfg.detect.cell_size))
             df = match_points(opt.astype(np.float32), sar.astype(np.float32), opt_ok, sar_ok, kps, initial.affine,
                               self.scorer, cfg.match)
             df, info = flag_outliers(df, cfg.filter)
@@ -102,7 +108,9 @@ class Runner:
                       initial.details, initial.confident, initial.method)
             row.update(kept=int(kept.sum()), median_px=med, correct=bool(kept.sum() >= MIN_KEPT and med < TOL_PX),
                        registered_2px=bool(kept.sum() >= MIN_KEPT and med < 2.0), verdict=v.status,
-                       reasons=v.reasons, warnings=v.warnings, measures=v.measures)
+                       reasons=v.reasons, warnings=v.warnings, measures=v.measures,
+                       coarse_reasons=coarse_notes(initial.details, initial.confident, initial.method)[0],
+                       ransac_threshold_px=cfg.filter.ransac_threshold_px)
         row["seconds"] = time.perf_counter() - t0
         return row
 
@@ -173,13 +181,32 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def rejudge(path: Path) -> dict:
+    """Re-decide the stored cases of a results file with the verdict's current thresholds (no rerun)."""
+    results = json.loads(path.read_text())
+    for res in results["sets"].values():
+        for r in res["cases"]:
+            if "measures" in r:
+                v = decide(r["measures"], r["ransac_threshold_px"], r["coarse_reasons"], r["warnings"])
+                r["verdict"] = v.status
+                r["reasons"] = v.reasons if v.status != "failed" else r["reasons"]
+        res["summary"] = summarise(res["cases"])
+        print(json.dumps(res["summary"]))
+    path.write_text(json.dumps(results, indent=1, default=str))
+    return results
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=default_data())
     ap.add_argument("--sets", nargs="+", default=["camera", "visnir", "visnir-default", "real"])
     ap.add_argument("--limit", type=int, default=None, help="first N cases per category")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--rejudge", type=Path, default=None, help="re-decide a results file's verdicts, run nothing")
     args = ap.parse_args(argv)
+    if args.rejudge:
+        rejudge(args.rejudge)
+        return 0
     visnir = Runner(config.load("visnir"))
     results = {}
     for name in args.sets:
@@ -189,7 +216,7 @@ def main(argv=None) -> int:
             runner, cases, coarse_only = visnir, visnir_cases(args.data, ["field", "forest"], args.limit), False
         elif name == "visnir-default":
             runner = Runner(config.load("default", {"match.plugin": "ncc", "match.weights": "auto",
-                                                    "detect.max_points_per_tile": 400, "detect.cell_size": 40}))
+                                                    "detect.cell_size": 40}))
             cases, coarse_only = visnir_cases(args.data, ["field"], args.limit), False
         elif name == "real":
             runner, cases, coarse_only = visnir, real_cases(args.data, args.limit), False

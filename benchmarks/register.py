@@ -45,7 +45,9 @@ ORDERS = ("1", "2", "3", "tps", "auto")
 def coordinate_raster(sar: Path, dest: Path) -> Path:
     """Two float64 bands holding each SAR pixel's centre (col, row); same grid and nodata mask as ``sar``."""
     with rasterio.open(sar) as src:
-        profile = {**src.profile, "count": 2, "dtype": "float64", "nodata": np.nan, "driver": "GTiff"}
+        # Only the grid: a JPEG's profile (YCbCr photometric...) does not fit a 2-band float GeoTIFF.
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 2, "dtype": "float64",
+                   "nodata": np.nan, "crs": src.crs, "transform": src.transform}
         valid = src.dataset_mask() > 0
         h, w = src.height, src.width
     rr, cc = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
@@ -155,7 +157,7 @@ def visnir(data: Path, work: Path, limit: int, categories=("field", "forest")) -
         out = work / f"{cat}_{key}.tif"
         row = {"pair": f"{cat}/{key}"}
         try:
-            res = register(vis_path, nir_path, out, cfg=cfg, overwrite=True, shift_field=False, plot=False)
+            register(vis_path, nir_path, out, cfg=cfg, overwrite=True, shift_field=False, plot=False)
         except Exception as exc:  # noqa: BLE001 - a refused pair is a result, reported as such
             rows.append({**row, "refused": str(exc)})
             print(row["pair"], "refused:", exc, flush=True)
@@ -201,7 +203,8 @@ def markdown(result: dict) -> str:
     if "gefolki" in result:
         g = result["gefolki"]
         lines += [f"## GeFolki S2 / warped S1 ({g['kept_points']} kept tie points; output on the optical grid: "
-                  f"{g['same_grid_as_optical']})", "", "| correction | median px | p90 px | RMSE px |", "|---|---|---|---|"]
+                  f"{g['same_grid_as_optical']})", "", "| correction | median px | p90 px | RMSE px |",
+                  "|---|---|---|---|"]
         for name, s in g["residual"].items():
             if isinstance(s, dict):
                 lines.append(f"| {name} | {s['median_px']:.2f} | {s['p90_px']:.2f} | {s['rmse_px']:.2f} |")
@@ -239,7 +242,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="JSON here, and the Markdown table beside it (.md)")
     a = ap.parse_args(argv)
     parts = a.only or ["gefolki", "visnir", "lngley"]
-    result = {"command": "python benchmarks/register.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    result = {"command": "python benchmarks/register.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "commit": subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                                       cwd=Path(__file__).parent).stdout.strip()}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "gefolki" in parts:

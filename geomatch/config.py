@@ -62,7 +62,10 @@ class CoarseConfig:
 @dataclass(frozen=True)
 class DetectConfig:
     plugin: str = "harris"
-    max_points_per_tile: int = 64
+    # Keypoints matched per run, spread over the scene (geomatch.pipeline.budget); 0: every candidate. Matching
+    # costs per point, so this sets a scene's cost: a 10980 px Sentinel-2 pair gets one point per ~200 px block.
+    max_points: int = 3000
+    max_points_per_tile: int = 0  # optional cap on each tile's candidates before the budget; 0: none
     cell_size: int = 48  # grid non-maximum suppression cell, pixels
     min_contrast: float = 0.02  # textureless patches (std below this, in [0,1] units) are skipped
     params: dict = field(default_factory=dict)
@@ -81,6 +84,13 @@ class MatchConfig:
     batch_size: int = 256
     device: str = "auto"  # auto | cpu | cuda[:N]
     params: dict = field(default_factory=dict)
+    # search: the matcher scores the coarse-to-fine grid (a dense matcher, e.g. cfog, scores every offset);
+    # cascade: the dense `proposer` scores every offset, the matcher only its `top_k` peaks and their 3x3
+    # neighbourhoods, and `cascade_weight` is the matcher's share of the combined score.
+    mode: str = "search"  # search | cascade
+    proposer: str = "cfog"
+    top_k: int = 2
+    cascade_weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,7 @@ CHOICES = {
     ("pair", "sar_scale"): ("auto", "linear", "db"),
     ("pair", "resampling"): ("nearest", "bilinear", "cubic"),
     ("match", "search_units"): ("px", "m"),
+    ("match", "mode"): ("search", "cascade"),
     ("filter", "model"): ("affine", "poly2"),
 }
 # Numeric ranges (low, high; None: unbounded; `low_open`: low itself excluded). A value outside them
@@ -134,6 +145,7 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None, bool]] = {
     ("pair", "min_overlap_px"): (1, None, False),
     ("tiles", "size"): (8, None, False),
     ("coarse", "max_shift_px"): _NON_NEGATIVE,
+    ("coarse", "max_shift_widen"): (1, None, False),  # a multiple of max_shift_px: below 1 would narrow it
     ("coarse", "max_rotation_deg"): (0, 180, False),
     ("coarse", "scale_range"): _POSITIVE,
     ("coarse", "downsample"): (1, None, False),
@@ -142,7 +154,8 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None, bool]] = {
     ("coarse", "refine_levels"): _NON_NEGATIVE,
     ("coarse", "min_confidence"): _NON_NEGATIVE,
     ("coarse", "min_peak"): (-1, 1, False),
-    ("detect", "max_points_per_tile"): (1, None, False),
+    ("detect", "max_points"): _NON_NEGATIVE,
+    ("detect", "max_points_per_tile"): _NON_NEGATIVE,
     ("detect", "cell_size"): (1, None, False),
     ("detect", "min_contrast"): _NON_NEGATIVE,
     ("match", "search_radius"): _POSITIVE,
@@ -151,6 +164,8 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None, bool]] = {
     ("match", "coarse_sigma"): _NON_NEGATIVE,
     ("match", "exclusion_px"): _NON_NEGATIVE,
     ("match", "batch_size"): (1, None, False),
+    ("match", "top_k"): (1, None, False),
+    ("match", "cascade_weight"): (0, 1, False),
     ("filter", "min_score"): (-1, 1, False),
     ("filter", "max_ratio"): (0, 1, False),
     ("filter", "local_radius_px"): _NON_NEGATIVE,  # 0 switches the neighbour check off

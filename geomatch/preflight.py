@@ -29,8 +29,9 @@ from urllib.parse import urlsplit
 
 from geomatch import registry
 from geomatch.config import PipelineConfig
-from geomatch.errors import BrokenPluginError, InputError, SchedulerError
+from geomatch.errors import InputError, SchedulerError
 from geomatch.fileio import check_writable, claim_output, remove_stale_partials
+from geomatch.pipeline.writer import writer_for
 
 SCHEDULER_TIMEOUT_S = 2.0
 _STREAM_SCHEMES = ("tcp", "tls", "ws", "wss")
@@ -50,35 +51,6 @@ class RunPlan:
 def plot_path(table) -> Path:
     """Where the shift-vector plot of a run writing ``table`` goes."""
     return Path(table).with_suffix(".png")
-
-
-def writer_suffixes() -> dict[str, str]:
-    """Suffix (".gpkg") -> registered writer name; a writer that fails to load is left out."""
-    out: dict[str, str] = {}
-    for name in registry.names("writers"):
-        try:
-            suffix = getattr(registry.load("writers", name), "suffix", "")
-        except BrokenPluginError:
-            continue
-        if suffix:
-            out.setdefault(suffix.lower(), name)
-    return out
-
-
-def writer_for(output, fmt: str | None = None) -> str:
-    """The registered writer for ``output``: ``fmt`` when given, else the one registered for its suffix."""
-    if fmt:
-        registry.load("writers", fmt)  # unknown: exit 2 listing the writers; broken: exit 1 naming it
-        return fmt
-    suffixes = writer_suffixes()
-    suffix = Path(output).suffix.lower()
-    if suffix not in suffixes:
-        known = ", ".join(f"{s} ({n})" for s, n in sorted(suffixes.items()))
-        raise InputError(
-            f"output {output}: no writer for the suffix '{suffix or '(none)'}'; known suffixes: {known} "
-            "(rename the output or pass --format)"
-        )
-    return suffixes[suffix]
 
 
 def plan_outputs(output, writer: str, plot: bool) -> RunPlan:

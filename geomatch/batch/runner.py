@@ -1,4 +1,4 @@
-"""Run a batch: skip the pairs already done, run the rest, and report every pair's outcome.
+"""Run a batch: skip the pairs already done, run the rest, and write the summary table of every pair.
 
 A pair is done when its output exists and the ``runs`` record inside it (the GeoPackage's ``runs`` table, or
 a CSV's ``.csv.json`` sidecar) names the same resolved pipeline and the same sha256 for every input (rasters
@@ -12,10 +12,16 @@ the pairs run one after another in this process, each with its tiles on the loca
 dask.distributed ``scheduler`` address every pair is one task, so the cluster spreads pairs over workers, and
 a worker that dies has its pair rerun elsewhere. Either way a matcher's model is loaded once per process and
 then served from ``geomatch.models.runtime``'s scorer cache for every later pair and tile.
+
+The summary table (one row per pair: status, counts, model RMSE, verdict, time, error; CSV or GeoPackage) is
+the batch's own report and is rewritten by every run of the batch, atomically. A file at that path that a
+batch did not write is a user's file: it is replaced only with ``overwrite``.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import time
@@ -23,12 +29,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from geomatch.batch.manifest import BatchPair
-from geomatch.errors import GeomatchError
-from geomatch.fileio import sha256_file
+from geomatch.errors import GeomatchError, InputError, OutputExistsError
+from geomatch.fileio import atomic_output, check_writable, sha256_file, write_atomic
 
 log = logging.getLogger(__name__)
 
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+COLUMNS = ("pair_id", "status", "optical", "sar", "output", "points_found", "points_kept", "rmse_px", "verdict",
+           "seconds", "error")
+SUMMARY_LAYER = "batch"  # the GeoPackage summary table's name
+SUMMARY_SUFFIXES = (".csv", ".gpkg")
 
 
 def _runs_record(output: Path) -> dict | None:
@@ -183,3 +193,52 @@ def run_batch(pairs: list[BatchPair], *, scheduler: str | None = None, overwrite
     finally:
         bar.close()
     return [rows[p.pair_id] for p in pairs]
+
+
+def default_summary_path(manifest) -> Path:
+    manifest = Path(manifest)
+    return manifest.with_name(manifest.stem + "-summary.csv")
+
+
+def _written_by_batch(path: Path) -> bool:
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.readline().strip() == ",".join(COLUMNS)
+    try:
+        import pyogrio
+
+        return SUMMARY_LAYER in {name for name, _ in pyogrio.list_layers(path)}
+    except Exception:  # not a GeoPackage at all
+        return False
+
+
+def check_summary(path, overwrite: bool) -> Path:
+    """Fail before any pair runs when the summary cannot be written there."""
+    path = Path(path)
+    if path.suffix.lower() not in SUMMARY_SUFFIXES:
+        raise InputError(f"--summary {path}: the summary is a .csv or .gpkg file; choose one of those")
+    if path.is_file() and not overwrite and not _written_by_batch(path):
+        raise OutputExistsError(f"--summary {path} exists and is not a geomatch batch summary; pass --overwrite "
+                                "to replace it or choose another --summary")
+    return check_writable(path, overwrite=True)
+
+
+def write_summary(rows: list[dict], path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS} for row in rows)
+        write_atomic(path, buf.getvalue().encode("utf-8"))
+        return path
+    import pandas as pd
+    import pyogrio
+
+    frame = pd.DataFrame([{k: row.get(k) for k in COLUMNS} for row in rows], columns=list(COLUMNS))
+    for col in ("points_found", "points_kept"):
+        frame[col] = frame[col].astype("Int64")
+    with atomic_output(path, overwrite=True) as tmp:
+        pyogrio.write_dataframe(frame, tmp, layer=SUMMARY_LAYER, driver="GPKG",
+                                layer_options={"DESCRIPTION": "geomatch batch: one row per pair"})
+    return path

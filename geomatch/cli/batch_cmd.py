@@ -41,18 +41,15 @@ def batch(manifest, pipeline, sets, matcher, scheduler, summary_path, overwrite,
     """
     from geomatch import config, preflight
     from geomatch.batch.manifest import read_manifest
-    from geomatch.batch.summary import check_summary, default_path, write_summary
+    from geomatch.batch.runner import FAILED, check_summary, default_summary_path, run_batch, write_summary
 
     overrides = config.parse_set_options(sets)
     if matcher:
         overrides["match.plugin"] = matcher
     pairs = read_manifest(manifest, pipeline, overrides)
-    summary = check_summary(summary_path or default_path(manifest), overwrite)
+    summary = check_summary(summary_path or default_summary_path(manifest), overwrite)
     if scheduler:
         preflight.check_scheduler(scheduler)
-
-    from geomatch.batch.runner import FAILED, run_batch  # torch and dask: only once the batch can start
-
     rows = run_batch(pairs, scheduler=scheduler, overwrite=overwrite, progress=progress_enabled())
     write_summary(rows, summary)
     counts = Counter(row["status"] for row in rows)

@@ -56,6 +56,7 @@ def demo(out_dir, matcher, weights, as_json):
     err = errors_against_truth(kept, shape) if len(kept) else np.array([])
     stats = {
         "simulated": True,
+        "verdict": result.summary["verdict"]["status"],  # the run's own judgement, before the known truth is used
         "points_found": int(len(gdf)),
         "points_kept": int(len(kept)),
         "median_error_px": float(np.median(err)) if err.size else None,

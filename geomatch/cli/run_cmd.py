@@ -25,6 +25,7 @@ FLAG_KEYS = {
     "optical_mask": ("pair", "optical_mask"), "sar_mask": ("pair", "sar_mask"),
     "search_radius": ("match", "search_radius"), "search_units": ("match", "search_units"),
     "max_shift": ("coarse", "max_shift_px"), "tile_size": ("tiles", "size"), "matcher": ("match", "plugin"),
+    "max_points": ("detect", "max_points"),
     "weights": ("match", "weights"),
 }
 
@@ -55,6 +56,8 @@ def _bands(value: str | None):
 @click.option("--search-units", type=click.Choice(["px", "m"]), help="Units of --search-radius.")
 @click.option("--max-shift", type=float, help="Coarse stage: largest shift searched, optical pixels.")
 @click.option("--tile-size", type=int, help="Core tile size in optical pixels (memory is bounded by it).")
+@click.option("--max-points", type=int,
+              help="Keypoints matched in the whole run, spread over the scene (0: all); sets the run's cost.")
 @click.option("--matcher", help="Matcher plugin (see `geomatch plugins list --kind matchers`).")
 @click.option("--weights", help="Weights: auto, a shipped tag, or a checkpoint path.")
 @device_opt
@@ -65,8 +68,8 @@ def _bands(value: str | None):
 @overwrite_opt
 @json_opt
 def run(pipeline, optical, sar, output, fmt, optical_bands, sar_bands, optical_nodata, sar_nodata, optical_mask,
-        sar_mask, search_radius, search_units, max_shift, tile_size, matcher, weights, device, scheduler, sets,
-        no_plot, progress, overwrite, as_json):
+        sar_mask, search_radius, search_units, max_shift, tile_size, max_points, matcher, weights, device, scheduler,
+        sets, no_plot, progress, overwrite, as_json):
     """Find tie points between OPTICAL and SAR and write them to OUTPUT.
 
     PIPELINE is a shipped pipeline name or a .toml file (default: default). Flags beat the file.
@@ -77,11 +80,10 @@ def run(pipeline, optical, sar, output, fmt, optical_bands, sar_bands, optical_n
       geomatch run --optical S2.tif --sar S1.tif -o tp.gpkg --search-radius 30 --search-units m
       geomatch run visnir --optical rgb.tif --sar nir.tif -o tp.gpkg --matcher rrlnet --weights vis-nir
     """
-    from geomatch import preflight
-
     given = {"optical_nodata": optical_nodata, "sar_nodata": sar_nodata, "optical_mask": optical_mask,
              "sar_mask": sar_mask, "search_radius": search_radius, "search_units": search_units,
-             "max_shift": max_shift, "tile_size": tile_size, "matcher": matcher, "weights": weights}
+             "max_shift": max_shift, "tile_size": tile_size, "max_points": max_points, "matcher": matcher,
+             "weights": weights}
     overrides = {}
     for name, value in given.items():
         if value is not None:
@@ -94,6 +96,8 @@ def run(pipeline, optical, sar, output, fmt, optical_bands, sar_bands, optical_n
             overrides[key] = value
     overrides.update(config.parse_set_options(sets))
     cfg = config.load(pipeline, overrides)
+    from geomatch import preflight  # after the config: a bad value answers before even pandas is imported
+
     plan = preflight.check_run(optical, sar, cfg, output, fmt=fmt, plot=False if no_plot else None,
                                overwrite=overwrite, scheduler=scheduler)
     with preflight.claim_run(plan):

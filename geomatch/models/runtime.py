@@ -44,6 +44,9 @@ class _Loaded:
 
 
 def _rebuild(spec: tuple, batch_size: int) -> Scorer:
+    from geomatch import process_limits
+
+    process_limits.apply()  # on a dask worker: its thread layout before the engine reads it (first task only)
     name, weights, device, runtime, width, params = spec
     return build_scorer(name, weights, device, batch_size, runtime, width, params)
 

@@ -116,7 +116,7 @@ def _residuals(model: GCPModel, ref: np.ndarray, tgt: np.ndarray, back: np.ndarr
 def _loo(ref: np.ndarray, tgt: np.ndarray, order: str, back: np.ndarray, smoothing: float | None) -> np.ndarray:
     out = np.empty(len(ref))
     for i in range(len(ref)):
-        keep = np.arange(len(ref)) >= 0
+        keep = np.arange(len(ref)) != i
         out[i] = _residuals(_fit_raw(ref[keep], tgt[keep], order, smoothing), ref[i:i + 1], tgt[i:i + 1], back)[0]
     return out
 

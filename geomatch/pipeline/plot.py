@@ -113,25 +113,28 @@ def shift_figure(optical_grey: np.ndarray, gdf, title: str = "", decimate: float
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, extent=extent, interpolation="nearest")
-    quiver = dict(angles="xy", scale_units="xy", scale=1.0 / exaggeration, width=0.003)
+    quiver = dict(angles="xy", scale_units="xy", scale=1.0 / exaggeration)
     handles = []
     if kept.any():
         values, label = _colour_values(gdf, kept)
-        q = ax.quiver(x[kept], y[kept], u[kept], v[kept], values, cmap="viridis", **quiver)
+        # Kept vectors on top and bolder: outliers are often many and long, and must not hide them.
+        q = ax.quiver(x[kept], y[kept], u[kept], v[kept], values, cmap="viridis", width=0.005, zorder=3,
+                      edgecolor="black", linewidth=0.4, **quiver)
         fig.colorbar(q, ax=ax, fraction=0.035, pad=0.02, label=label)
         key = _nice(float(np.median(np.hypot(u[kept], v[kept]))) or 1.0)
         # True length: the key arrow is drawn with the vectors' own scale, so it reads off the map axes.
         ax.quiverkey(q, 0.12, 1.02, key, f"{key:g} {unit} shift (drawn x{exaggeration:g})", coordinates="axes",
                      labelpos="E", fontproperties={"size": 8})
-    handles.append(Line2D([], [], color="tab:green", marker=r"$\rightarrow$", linestyle="none", markersize=12,
+    handles.append(Line2D([], [], color="#21918c", marker=r"$\rightarrow$", linestyle="none", markersize=12,
                           label=f"kept: {int(kept.sum())}"))
     flagged = np.zeros(n, bool)
     for column, name, colour in LEVELS:
         level = (gdf[column].to_numpy() != 0) & outlier & ~flagged if column in gdf.columns else np.zeros(n, bool)
         flagged |= level
         if level.any():
-            ax.quiver(x[level], y[level], u[level], v[level], color=colour, alpha=0.8, **quiver)
-            ax.scatter(x[level], y[level], marker="x", c=colour, s=22, linewidths=1.2)
+            ax.quiver(x[level], y[level], u[level], v[level], color=colour, alpha=0.55, width=0.002, zorder=2,
+                      **quiver)
+            ax.scatter(x[level], y[level], marker="x", c=colour, s=18, linewidths=1.0, alpha=0.8, zorder=2)
         handles.append(Line2D([], [], color=colour, marker="x", linestyle="none",
                               label=f"outlier by {name}: {int(level.sum())}"))
     ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.8)

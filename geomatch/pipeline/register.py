@@ -23,7 +23,7 @@ from geomatch.errors import InputError
 from geomatch.fileio import check_writable
 from geomatch.pipeline import gcpmodel
 from geomatch.pipeline.affinetools import apply
-from geomatch.pipeline.warp import grid_of, warp_onto_grid, write_shift_field
+from geomatch.pipeline.warp import COMPRESSION, RESAMPLING, grid_of, warp_onto_grid, write_shift_field
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,18 @@ def register(optical, sar, output, *, tiepoints=None, order: str = "1", resampli
              plot: bool = True, cfg=None, overwrite: bool = False, progress: bool = False) -> RegisterResult:
     """Register ``sar`` onto ``optical``'s grid; see the module docstring for the outputs."""
     timings: dict[str, float] = {}
+    # Every choice and every output checked before a pipeline run that may take minutes.
     if order != "auto" and order not in gcpmodel.ORDERS:
         raise InputError(f"--order {order}: choose one of auto, {', '.join(gcpmodel.ORDERS)}")
+    if resampling not in RESAMPLING:
+        raise InputError(f"--resampling {resampling}: choose one of {', '.join(RESAMPLING)}")
+    if compress not in COMPRESSION:
+        raise InputError(f"--compress {compress}: choose one of {', '.join(COMPRESSION)}")
     paths = output_paths(output, shift_field, plot, tiepoints is None)
+    inputs = [Path(p).resolve() for p in (optical, sar, tiepoints) if p is not None]
     for p in paths.values():
+        if p.resolve() in inputs:
+            raise InputError(f"output {p} is one of the inputs; choose another -o name")
         check_writable(p, overwrite)
     grid = grid_of(optical)
 
@@ -122,7 +130,7 @@ def register(optical, sar, output, *, tiepoints=None, order: str = "1", resampli
         res = run_pipeline(optical, sar, cfg or config.load("default"), paths["tiepoints"], overwrite=overwrite,
                            progress=progress, plot=False, fmt="gpkg")
         df = pd.DataFrame(res.gdf.drop(columns="geometry"))
-        source = {"pipeline": res.summary.get("points_kept"), "tiepoints": str(paths["tiepoints"])}
+        source = {"tiepoints": str(paths["tiepoints"]), "pipeline_points_kept": res.summary.get("points_kept")}
     else:
         df = read_tiepoints(tiepoints)
     check_grid(df, grid, tiepoints or paths.get("tiepoints"))

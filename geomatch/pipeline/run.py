@@ -18,15 +18,17 @@ import dask
 import numpy as np
 import pandas as pd
 
-from geomatch import __version__, config, preflight, registry
+from geomatch import __version__, config, preflight, process_limits, registry
 from geomatch.models.runtime import Scorer, build_scorer
+from geomatch.pipeline import budget
 from geomatch.pipeline.affinetools import bbox_window, shift_affine, to_global
 from geomatch.pipeline.candidates import settle_initial
 from geomatch.pipeline.filters import flag_outliers
+from geomatch.pipeline.keypoints import Keypoints
 from geomatch.pipeline.raster import RasterPair
 from geomatch.pipeline.schema import add_shift_columns, empty_frame, to_geodataframe
 from geomatch.pipeline.search import match_points
-from geomatch.pipeline.tiling import Tile, halo_for, owns, plan_tiles
+from geomatch.pipeline.tiling import Tile, halo_for, plan_tiles
 from geomatch.pipeline.verdict import run_verdict
 
 log = logging.getLogger(__name__)
@@ -47,24 +49,20 @@ def _match_in_pixels(match: config.MatchConfig, pixel_size: float) -> config.Mat
     return match
 
 
-def process_tile(pair: RasterPair, tile: Tile, affine: np.ndarray, detect: config.DetectConfig,
+def process_tile(pair: RasterPair, tile: Tile, chosen: Keypoints, affine: np.ndarray,
                  match: config.MatchConfig, scorer: Scorer) -> pd.DataFrame:
-    """Detect, search and refine inside one tile; return raw matches in optical-grid coordinates.
+    """Search and refine the tile's chosen keypoints (optical-grid coordinates of the whole raster, picked by
+    :func:`geomatch.pipeline.budget.choose`); return raw matches in optical-grid coordinates.
 
     ``match`` has its radius in pixels (:func:`_match_in_pixels`). On a dask.distributed worker ``scorer``
     arrives rebuilt from its build arguments, once per worker process (``Scorer.__reduce__``).
     """
     patch = scorer.patch_size
-    optical, opt_valid = pair.read_optical(tile.read)
-    detector = registry.load("detectors", detect.plugin)(**detect.params)
-    origin = (tile.read.col_off, tile.read.row_off)
-    kps = detector.detect(
-        optical, opt_valid, max_points=detect.max_points_per_tile, cell_size=detect.cell_size,
-        min_contrast=detect.min_contrast, border=patch // 2, origin=origin,
-    )
-    kps = kps.subset(owns(tile, kps.x + origin[0], kps.y + origin[1]))
-    if len(kps) == 0:
+    if len(chosen) == 0:
         return pd.DataFrame()
+    optical, opt_valid = pair.read_optical(tile.read)
+    origin = (tile.read.col_off, tile.read.row_off)
+    kps = Keypoints(chosen.x - origin[0], chosen.y - origin[1], chosen.response)
     sar_win = bbox_window(affine, tile.read, margin=match.search_radius + patch)
     sar, sar_valid = pair.read_sar(sar_win)
     local = shift_affine(affine, origin, (sar_win.col_off, sar_win.row_off))
@@ -134,9 +132,17 @@ def _compute(tasks, scheduler: str | None, progress: bool):
                     bar.update(1)
 
         with _Bar():
-            return list(dask.compute(*tasks, scheduler="threads"))
+            return list(dask.compute(*tasks, scheduler="threads", num_workers=process_limits.apply().tasks))
     finally:
         bar.close()
+
+
+def _absolute_paths(optical, sar, cfg: config.PipelineConfig, output):
+    """Inputs, masks and output as absolute paths: tile tasks reopen the rasters by path, and a dask worker
+    resolves a relative path from its own working folder, not the client's."""
+    masks = {k: str(Path(v).absolute()) for k in ("optical_mask", "sar_mask") if (v := getattr(cfg.pair, k))}
+    return (Path(optical).absolute(), Path(sar).absolute(), replace(cfg, pair=replace(cfg.pair, **masks)),
+            None if output is None else Path(output).absolute())
 
 
 def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, scheduler: str | None = None,
@@ -144,6 +150,7 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
                  fmt: str | None = None) -> RunResult:
     timings: dict[str, float] = {}
     started = time.time()
+    optical, sar, cfg, output = _absolute_paths(optical, sar, cfg, output)
     writer = plan = None
     if output is not None:
         # Every file the run writes, checked before any work, not after an hour of it (geomatch.preflight).
@@ -153,6 +160,7 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
         output = plan.table
 
     t = time.perf_counter()
+    process_limits.apply()  # threads and GDAL's cache, before the first read and the first scorer
     pair = RasterPair(optical, sar, cfg.pair)
     scorer = build_scorer(cfg.match.plugin, cfg.match.weights, cfg.match.device, cfg.match.batch_size,
                           params=dict(cfg.match.params))
@@ -173,11 +181,17 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
     max_scale = max(cfg.coarse.scale_range) if cfg.coarse.scale_range else 1.0
     halo = halo_for(scorer.patch_size, max_scale, cfg.detect.cell_size)
     tiles = plan_tiles(pair.overlap, cfg.tiles.size, halo)
+    # Two passes: every tile's candidates first (small tables), then the scene's budget decides what is matched.
+    found = _compute([dask.delayed(budget.detect_tile, pure=False)(pair, tile, cfg.detect, scorer.patch_size,
+                                                                   dask_key_name=f"detect-{tile.id}")
+                      for tile in tiles], scheduler, False)
+    chosen = budget.choose(found, pair.overlap, cfg.detect)
+    timings["detect"] = time.perf_counter() - t
     tile_scorer = _CountingScorer(scorer) if progress and not scheduler else scorer
     tasks = [
-        dask.delayed(process_tile, pure=False)(pair, tile, affine, cfg.detect, match, tile_scorer,
+        dask.delayed(process_tile, pure=False)(pair, tile, kps, affine, match, tile_scorer,
                                                dask_key_name=f"tile-{tile.id}")
-        for tile in tiles
+        for tile, kps in zip(tiles, chosen, strict=True) if len(kps)
     ]
     try:
         parts = _compute(tasks, scheduler, progress)
@@ -185,7 +199,7 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
         if tile_scorer is not scorer:
             tile_scorer.bar.close()
     parts = [p for p in parts if p is not None and not p.empty]
-    timings["match"] = time.perf_counter() - t
+    timings["match"] = time.perf_counter() - t - timings["detect"]
 
     t = time.perf_counter()
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -202,6 +216,8 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
                    "confident": initial.confident, "details": initial.details},
         "verdict": run_verdict(gdf, model_info, initial, pair.overlap, cfg.filter).as_dict(),
         "tiles": len(tiles),
+        "keypoints": {"candidates": sum(len(k) for k in found), "budget": cfg.detect.max_points,
+                      "chosen": sum(len(k) for k in chosen)},
         "timings_s": timings,
         "message": "" if kept >= 3 else "no reliable tie points: the pair may not overlap in content, or the "
         "misregistration exceeds the search radius (raise match.search_radius / coarse.max_shift_px)",

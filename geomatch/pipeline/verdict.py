@@ -92,15 +92,22 @@ def judge(model: dict, kept_xy, found_xy, size: tuple[float, float], ransac_thre
     ``size`` = (width, height) pixels with its origin at (0, 0)."""
     n_found = int(model.get("n_points", len(np.reshape(found_xy, (-1, 2)))))
     n_kept = int(model.get("n_kept", 0))
-    rmse = model.get("rmse_px")
     measures = {"points_matched": n_found, "points_kept": n_kept,
                 "share_consistent": n_kept / n_found if n_found else 0.0,
-                "spread": spread(kept_xy, found_xy, *size), "rmse_px": rmse,
+                "spread": spread(kept_xy, found_xy, *size), "rmse_px": model.get("rmse_px"),
                 "coarse": "confident" if coarse_confident else (coarse_details or {}).get("chosen_by", "in doubt")}
     reasons, warnings = coarse_notes(coarse_details or {}, coarse_confident, coarse_method)
+    return decide(measures, ransac_threshold_px, reasons, warnings, model.get("reason"))
+
+
+def decide(measures: dict, ransac_threshold_px: float, coarse_reasons=(), warnings=(),
+           model_reason: str | None = None) -> Verdict:
+    """The thresholds applied to :func:`judge`'s measures (kept apart so a benchmark can re-decide stored runs)."""
+    n_kept, rmse = measures["points_kept"], measures["rmse_px"]
+    reasons, warnings = list(coarse_reasons), list(warnings)
     if n_kept < MIN_KEPT or rmse is None:
-        why = model.get("reason") or f"only {n_kept} consistent tie point(s)"
-        return Verdict("failed", [why, *reasons], warnings, measures)
+        return Verdict("failed", [model_reason or f"only {n_kept} consistent tie point(s)", *reasons], warnings,
+                       measures)
     if n_kept < MIN_KEPT_SURE:
         reasons.append(f"only {n_kept} consistent tie points (sure from {MIN_KEPT_SURE})")
     if measures["share_consistent"] < MIN_SHARE:

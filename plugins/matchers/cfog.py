@@ -7,11 +7,12 @@ stage uses. The score is (zncc + 1) / 2 of the channel stacks, on NCC's scale.
 
 Two ways in:
 
-- ``dense(optical, optical_valid, sar, sar_valid)``: the fine search's path (``dense_context`` extra pixels
-  around every patch and window, for the channels' support). All offsets of a keypoint's search window come
-  from one FFT product per channel, for all keypoints at once, instead of one patch pair per offset.
+- ``features`` + ``correlate``: the fine search's dense path (:mod:`geomatch.pipeline.cascade`). The
+  channels of a tile are computed once, and all offsets of a keypoint's search window come from one FFT
+  product per channel, for all keypoints at once, instead of one patch pair per offset.
 - ``forward(optical, sar)``: the Matcher contract's patch-pair score (evaluation, FPR95), the same score at
-  the patch's own position, with the context made up by reflecting the patch's border.
+  the patch's own position, with the channels' support (``dense_context``) made up by reflecting the
+  patch's border.
 
 Computed in NumPy (the coarse stage's code), so there is no ONNX graph: export refuses, and the runtime
 choice falls back to a PyTorch runtime, which calls the same code.
@@ -42,20 +43,13 @@ class CFOG(Matcher):
         # The channels vanish within erosion_px of an array edge; one more pixel keeps the crops clear of it.
         self.dense_context = erosion_px(self.sigma) + 1
 
-    def dense(self, optical: np.ndarray, optical_valid: np.ndarray, sar: np.ndarray,
-              sar_valid: np.ndarray) -> np.ndarray:
-        """Scores of every patch-sized crop of each SAR window against its optical patch.
+    def features(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(C, H, W) channels of one image (or (..., C, H, W) of a stack), zero outside the valid area."""
+        return channels(image, valid, self.sigma)[0]
 
-        ``optical`` (N, P + 2c, P + 2c) and ``sar`` (N, W + 2c, W + 2c), c = ``dense_context``, with their
-        valid masks -> (N, W - P + 1, W - P + 1) float32; entry [i, y, x] scores the crop whose corner is
-        (y, x) in window coordinates without the context.
-        """
-        c = self.dense_context
-        a, _ = channels(optical, optical_valid, self.sigma)
-        b, _ = channels(sar, sar_valid, self.sigma)
-        a = a[..., c:a.shape[-2] - c, c:a.shape[-1] - c]
-        b = b[..., c:b.shape[-2] - c, c:b.shape[-1] - c]
-        return (crop_correlation(a, b) + 1.0) / 2.0
+    def correlate(self, patches: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """(N, C, P, P) against every crop of (N, C, W, W) -> (N, W - P + 1, W - P + 1) scores in [0, 1]."""
+        return (crop_correlation(patches, windows) + 1.0) / 2.0
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> dict:
         if torch.onnx.is_in_onnx_export():
@@ -70,7 +64,9 @@ class CFOG(Matcher):
         o = np.pad(optical.detach().float().mean(1).cpu().numpy(), pad, mode="reflect")
         s = np.pad(sar.detach().float().mean(1).cpu().numpy(), pad, mode="reflect")
         ok = np.ones_like(o, bool)
-        score = torch.from_numpy(self.dense(o, ok, s, ok)[:, 0, 0].copy()).to(optical.device)
+        inner = (..., slice(c, o.shape[-2] - c), slice(c, o.shape[-1] - c))
+        r = self.correlate(self.features(o, ok)[inner], self.features(s, ok)[inner])[:, 0, 0]
+        score = torch.from_numpy(np.ascontiguousarray(r)).to(optical.device)
         out = {"score": score}
         if self.training:
             out["heads"] = {"main": score}

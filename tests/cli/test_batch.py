@@ -15,13 +15,13 @@ from geomatch.cli.main import cli
 from geomatch.models import runtime
 from tests.factories import make_pair
 
-# The factory's SAR is contrast-inverted, so NCC scores |ncc|; 60-px tiles give every pair several tiles.
-SETS = ["--set", "match.params={absolute=true}", "--set", "tiles.size=60", "--set", "write.plot=false"]
+# The factory's SAR is contrast-inverted, so NCC scores |ncc|; 80-px tiles give every pair four.
+SETS = ["--set", "match.params={absolute=true}", "--set", "tiles.size=80", "--set", "write.plot=false"]
 
 
 def _pair(folder, seed, shift=(1.5, -1.0)):
     folder.mkdir(exist_ok=True)
-    return make_pair(folder, shift=shift, size=(100, 110), seed=seed)
+    return make_pair(folder, shift=shift, size=(160, 160), seed=seed)
 
 
 @pytest.fixture
@@ -173,3 +173,9 @@ def test_a_summary_path_holding_a_users_file_is_refused(runner, batch_dir, pipel
     result = runner.invoke(cli, ["batch", str(batch_dir / "pairs.csv"), "--summary", str(batch_dir / "notes.csv")])
     assert result.exit_code == 2 and "not a geomatch batch summary" in result.stderr
     assert (batch_dir / "notes.csv").read_text() == "my,own\n1,2\n" and pipeline_runs == []
+
+
+def test_a_scheduler_that_does_not_answer_is_exit_2_before_any_pair_runs(runner, batch_dir, pipeline_runs):
+    result = runner.invoke(cli, ["batch", str(batch_dir / "pairs.csv"), "--scheduler", "tcp://127.0.0.1:9"])
+    assert result.exit_code == 2 and "tcp://127.0.0.1:9" in result.stderr, result.output
+    assert pipeline_runs == [] and not (batch_dir / "pairs-summary.csv").exists()

@@ -90,7 +90,11 @@ def test_ctrl_c_exits_130_with_one_line(runner, monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
+    def exit_without_cleanup(code):  # what the CLI does when worker threads are alive: not in pytest's process
+        raise SystemExit(code)
+
     monkeypatch.setattr(preflight, "check_run", interrupted)
+    monkeypatch.setattr("geomatch.cli.main.os._exit", exit_without_cleanup)
     result = runner.invoke(cli, ["run", "--optical", "a.tif", "--sar", "b.tif", "-o", str(tmp_path / "x.gpkg")])
     assert result.exit_code == 130
     assert result.stderr.strip().splitlines() == ["Interrupted: stopped; no output was written or changed."]

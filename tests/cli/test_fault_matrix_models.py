@@ -14,7 +14,7 @@ import torch
 
 from geomatch.cli.main import cli
 from geomatch.models.checkpoint import save_checkpoint
-from tests.cli.fault_cases import assert_one_line_error, base_pair, expand, run_args, snapshot
+from tests.cli.fault_cases import NCC, assert_one_line_error, base_pair, expand, run_args, snapshot
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from patch_factories import write_published  # noqa: E402
@@ -159,7 +159,7 @@ def test_no_onnx_optimiser_chatter_unless_verbose(pair_dir, patches, tmp_path):
     quiet = _stderr_lines(["evaluate", "--weights", str(ckpt), "--dataset", str(patches), "--device", "cpu"])
     assert len(quiet) <= 3, "\n".join(quiet)
     run = ["run", "--optical", str(pair_dir / "optical.tif"), "--sar", str(pair_dir / "sar.tif"), "-o",
-           str(tmp_path / "tp.gpkg"), "--matcher", "ncc", "--no-plot"]
+           str(tmp_path / "tp.gpkg"), *NCC, "--no-plot"]
     lines = _stderr_lines(run)
     # Ours: the scorer, the coarse transform, the summary, the time per stage and the output: nothing else.
     assert len(lines) <= 8, "\n".join(lines)

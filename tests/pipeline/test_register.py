@@ -78,7 +78,9 @@ def test_models_recover_known_maps_and_report_optical_pixels():
     bad = tgt.copy()
     bad[5, 0] += 1.0
     m = gcpmodel.fit(ref, bad, "1")
-    assert 1.5 < m.info["check_px"][5] < 2.5 and m.info["check_px"][5] > m.info["fit_px"][5]
+    # Left out, the bad point is predicted by the 29 good ones: its full 2 px; fitted with it, less.
+    np.testing.assert_allclose(m.info["check_px"][5], 2.0, atol=0.01)
+    assert m.info["fit_px"][5] < 1.95
     quad = np.column_stack([tgt[:, 0] + 1e-4 * (ref[:, 0] - 1000) ** 2, tgt[:, 1]])
     best, table = gcpmodel.fit_auto(ref, quad)
     assert best.order in ("2", "3", "tps") and table["1"]["median_px"] > 10 * table["2"]["median_px"]
@@ -171,6 +173,11 @@ def test_register_refusals_exit_2_with_one_line(pair, tmp_path, runner):
     wrong = runner.invoke(cli, ["register", "--optical", str(other.optical), "--sar", str(syn.sar),
                                 "--tiepoints", str(tp), "-o", str(tmp_path / "r3.tif")])
     assert wrong.exit_code == 2 and "made on another optical raster" in wrong.stderr
+    onto_input = runner.invoke(cli, ["register", "--optical", str(syn.optical), "--sar", str(syn.sar), "--tiepoints",
+                                     str(tp), "-o", str(syn.sar), "--overwrite"])
+    assert onto_input.exit_code == 2 and "is one of the inputs" in onto_input.stderr
+    with pytest.raises(InputError, match="--resampling lanczos: choose one of nearest, bilinear, cubic"):
+        register(syn.optical, syn.sar, tmp_path / "r4.tif", resampling="lanczos")  # before any pipeline run
 
 
 def _coordinate_raster(src_path, dest):

@@ -1,4 +1,5 @@
-"""A real dask.distributed cluster on loopback for tests: one ``dask scheduler`` and ``dask worker`` processes.
+"""A real dask.distributed cluster on loopback for the tests and benchmarks: one ``dask scheduler`` and
+``dask worker`` processes (importable as ``loopback`` from both: ``pythonpath = benchmarks`` for the tests).
 
 The workers are separate processes started in their own working folder (``cwd``), so a test sees what a
 remote worker sees: a relative path given to the client does not resolve there.

@@ -1,0 +1,191 @@
+"""The cascade (CFOG proposes, RRL-Net decides) against CFOG, NCC and RRL-Net alone, on the same keypoints.
+
+    nice python benchmarks/cascade.py validation   # chooses top_k and cascade_weight (volkov-s1s2 pairs)
+    nice python benchmarks/cascade.py gefolki       # reports the chosen cascade beside the three others
+
+Writes benchmarks/cascade.json (both parts, merged) and prints one row per matcher: kept points, median error,
+share under 1 px, network (or patch-pair) evaluations per keypoint, match-stage seconds.
+
+Validation material (never the reported pair): ``volkov-s1s2`` pairs ``VALIDATION``, their residual
+misalignment measured by the project's own estimator (:func:`geomatch.training.scenes.align_scene`,
+confirmed against the folder's table) and taken out, then the SAR warped by a known affine ``WARP`` in the
+same single interpolation, so a tie point's truth is exact up to the alignment estimate. The cascade's
+parameters are the ones with the most kept points under 1 px summed over those pairs (ties: lower median).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+from scipy import ndimage as ndi
+
+from geomatch import config
+from geomatch.pipeline import run as run_mod
+
+HERE = Path(__file__).resolve().parent
+DATA = Path(os.environ.get("GEOMATCH_DATA", HERE.parents[1] / "shared" / "data"))
+OUT = HERE / "cascade.json"
+VALIDATION = ("volkov-s1s2/020", "volkov-s1s2/021")  # align_scene confident and within 0.3 px of the table
+CROP = 448  # px, centred; the GeFolki pair's size
+WARP = (1.5, 1.01, (5.3, -3.7))  # rotation deg, scale, shift px about the crop centre
+TOP_K = (2, 3)
+WEIGHTS = (0.25, 0.5, 0.75)
+BASELINES = {"ncc": {"match.plugin": "ncc"}, "cfog": {"match.plugin": "cfog"}, "rrlnet": {}}
+
+
+def cascade_sets(top_k: int, weight: float) -> dict:
+    return {"match.mode": "cascade", "match.proposer": "cfog", "match.top_k": top_k, "match.cascade_weight": weight}
+
+
+def run_row(optical, sar, sets: dict, errors) -> dict:
+    """One pipeline run; ``errors(kept tie points) -> their errors`` in SAR pixels."""
+    evals = []
+    inner = run_mod.match_points
+
+    def counting(*a, **k):  # the tile stage's evaluations only (not the coarse stage's quick pass)
+        df = inner(*a, **k)
+        evals.extend(df["n_evals"].tolist())
+        return df
+
+    cfg = config.load("default", {"write.plot": False, **sets})
+    run_mod.match_points = counting
+    try:
+        res = run_mod.run_pipeline(str(optical), str(sar), cfg)
+    finally:
+        run_mod.match_points = inner
+    kept = res.gdf[res.gdf["outlier"] == 0]
+    err = np.asarray(errors(kept), float)
+    return {"sets": sets, "found": int(len(res.gdf)), "kept": int(len(kept)),
+            "median_px": float(np.median(err)) if len(err) else None,
+            "within_1px": float(np.mean(err < 1.0)) if len(err) else None,
+            "under_1px": int((err < 1.0).sum()),
+            "evals_per_keypoint": float(np.mean(evals)) if evals else 0.0,
+            "match_s": round(float(res.summary["timings_s"]["match"]), 2)}
+
+
+def _write_tif(path: Path, data: np.ndarray) -> Path:
+    data = data if data.ndim == 3 else data[None]
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
+               "dtype": data.dtype.name, "crs": "EPSG:32611", "transform": from_origin(500000, 3700000, 10, 10)}
+    if data.dtype.kind == "f":
+        profile["nodata"] = np.nan
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def _affine(rot_deg, scale, shift, centre) -> np.ndarray:
+    th = np.radians(rot_deg)
+    lin = scale * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    c = np.asarray(centre, float)
+    return np.vstack([np.hstack([lin, (c + np.asarray(shift) - lin @ c)[:, None]]), [0, 0, 1]])
+
+
+def validation_pair(scene_id: str, tmp: Path):
+    """(optical.tif, sar.tif, errors, record): the scene's centre crop, aligned, the SAR warped by WARP."""
+    from PIL import Image
+
+    from geomatch.training.scene_files import find_scenes
+    from geomatch.training.scenes import align_scene, load_scene
+
+    files = next(f for f in find_scenes(DATA, (scene_id,)) if f.scene_id == scene_id)
+    scene = load_scene(files, align=False)
+    _, _, rec = align_scene(scene.optical, scene.valid, scene.sar, scene.valid, reference=files.reference_shift,
+                            confirm=True)
+    if rec["status"] not in ("measured", "confirmed"):
+        raise SystemExit(f"{scene_id}: residual shift not trusted ({rec}); pick another validation pair")
+    s = np.asarray(rec["measured_shift_px"], float)  # optical p sits at SAR p + s (align_scene's convention)
+    opt = np.asarray(Image.open(files.optical[0]).convert("RGB"))
+    sar = np.asarray(Image.open(files.sar), np.float32)
+    sar = sar[..., 0] if sar.ndim == 3 else sar
+    h, w = sar.shape
+    o = ((h - CROP) // 2, (w - CROP) // 2)
+    a = _affine(WARP[0], WARP[1], WARP[2], (CROP / 2, CROP / 2))
+    inv = np.linalg.inv(a)
+    rows, cols = np.mgrid[0:CROP, 0:CROP]
+    q = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5, np.ones(rows.size)])
+    p = inv @ q  # the optical crop position each output SAR pixel shows
+    src = np.stack([p[1] + o[0] + s[1] - 0.5, p[0] + o[1] + s[0] - 0.5])
+    out = ndi.map_coordinates(sar, src, order=3, mode="constant", cval=np.nan).reshape(CROP, CROP)
+    inside = (src[0] >= 0) & (src[0] <= h - 1) & (src[1] >= 0) & (src[1] <= w - 1)
+    out = np.where(inside.reshape(CROP, CROP), np.clip(out, 0, 255), np.nan).astype(np.float32)
+    optical = _write_tif(tmp / "optical.tif", np.moveaxis(opt[o[0]:o[0] + CROP, o[1]:o[1] + CROP], 2, 0).copy())
+    sar_tif = _write_tif(tmp / "sar.tif", out)
+
+    def errors(kept):
+        t = a @ np.stack([kept["ref_col"], kept["ref_row"], np.ones(len(kept))])
+        return np.hypot(kept["tgt_col"] - t[0], kept["tgt_row"] - t[1])
+
+    return optical, sar_tif, errors, {k: rec[k] for k in ("measured_shift_px", "reference_shift_px", "status")}
+
+
+def validation() -> dict:
+    rows = []
+    configs = {**BASELINES, **{f"cascade k={k} w={wt}": cascade_sets(k, wt) for k, wt in product(TOP_K, WEIGHTS)}}
+    for sid in VALIDATION:
+        with tempfile.TemporaryDirectory() as tmp:
+            optical, sar, errors, rec = validation_pair(sid, Path(tmp))
+            for name, sets in configs.items():
+                # volkov SAR is 8-bit display VH, already log-scaled: read as dB, as `dataset build` does.
+                row = {"pair": sid, "alignment": rec, "row": name,
+                       **run_row(optical, sar, {"pair.sar_scale": "db", **sets}, errors)}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    cands = [n for n in configs if n.startswith("cascade")]
+
+    def total(n, key):
+        vals = [r[key] for r in rows if r["row"] == n and r[key] is not None]
+        return sum(vals), (np.mean(vals) if vals else np.inf)
+
+    chosen = max(cands, key=lambda n: (total(n, "under_1px")[0], -total(n, "median_px")[1]))
+    return {"rows": rows, "chosen": chosen, "chosen_sets": configs[chosen],
+            "rule": "most kept points under 1 px summed over the validation pairs; ties: lower mean median"}
+
+
+def gefolki(chosen_sets: dict) -> dict:
+    from gefolki_fixture import build_gefolki, gefolki_errors
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fix = build_gefolki(DATA, Path(tmp))
+
+        def errors(kept):
+            return gefolki_errors(fix, kept["ref_col"], kept["ref_row"], kept["tgt_col"], kept["tgt_row"])
+
+        for name, sets in {**BASELINES, "cascade": chosen_sets}.items():
+            row = {"row": name, **run_row(fix.optical, fix.sar, sets, errors)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return {"rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("part", choices=("validation", "gefolki"))
+    a = ap.parse_args()
+    sys.path.insert(0, str(HERE))
+    out = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    t = time.perf_counter()
+    if a.part == "validation":
+        out["validation"] = validation()
+    else:
+        if "validation" not in out:
+            raise SystemExit("run `benchmarks/cascade.py validation` first: the cascade's parameters come from it")
+        out["gefolki"] = gefolki(out["validation"]["chosen_sets"])
+    out[f"{a.part}_command"] = f"nice python benchmarks/cascade.py {a.part}"
+    out[f"{a.part}_seconds"] = round(time.perf_counter() - t, 1)
+    OUT.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

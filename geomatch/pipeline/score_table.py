@@ -1,0 +1,206 @@
+"""The fine search's working set: each keypoint's patch, its resampled search window, and a table of scores
+over the window's integer offsets, with the peak's sub-pixel fit and the runner-up ratio read from it.
+
+Every mode of :func:`geomatch.pipeline.search.match_points` (coarse-to-fine, dense, cascade) fills the same
+(N, G, G) table, G = 2 m + 1 offsets -m..m per axis, m = ceil(radius) + 1 (one ring beyond the disk, so a
+peak on the search edge still gets its 3x3 fit). Table cell [k, y, x] is keypoint k against the window crop
+whose corner is (y, x): offset (x - m, y - m) in optical pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import ndimage as ndi
+
+from geomatch.pipeline.patches import sample_patches
+
+# Least-squares fit of f = a + b x + c y + d x^2 + e x y + f y^2 over the 3x3 neighbourhood.
+_YY, _XX = np.mgrid[-1:2, -1:2]
+_QUAD = np.linalg.pinv(np.column_stack([np.ones(9), _XX.ravel(), _YY.ravel(), _XX.ravel() ** 2,
+                                        (_XX * _YY).ravel(), _YY.ravel() ** 2]))
+
+
+@dataclass
+class Windows:
+    """The keypoints that can be matched (optical patch valid, zero offset valid) and what they are matched on."""
+
+    idx: np.ndarray  # into the keypoints given
+    xy: np.ndarray  # (N, 2) optical positions
+    p0: np.ndarray  # (N, 2) predicted SAR-view positions A p
+    lin: np.ndarray  # (2, 2) linear part of A
+    m: int
+    in_disk: np.ndarray  # (G, G) offsets inside the search disk
+    cand_valid: np.ndarray  # (N, G, G) crops entirely on valid SAR
+    opt: np.ndarray  # (N, P, P) optical patches
+    sar: np.ndarray  # (N, W, W) SAR windows, W = P + 2 m
+    affine: np.ndarray  # (2, 3) the initial affine A
+
+    @property
+    def g(self) -> int:
+        return 2 * self.m + 1
+
+
+def sample_windows(optical, sar, opt_valid, sar_valid, xy, initial_affine, p: int, radius: float) -> Windows | None:
+    """Cut every keypoint's patch and search window (through A's linear part); None when none is usable."""
+    n = len(xy)
+    m = max(1, int(math.ceil(radius))) + 1
+    a = np.asarray(initial_affine, dtype=np.float64).reshape(2, 3)
+    lin, t = a[:, :2], a[:, 2]
+    p0 = xy @ lin.T + t
+    opt_ok = sample_patches(np.asarray(opt_valid, np.float32), xy, p, order=0).reshape(n, -1).min(1) > 0.5
+    win = p + 2 * m
+    sar_vwin = sample_patches(np.asarray(sar_valid, np.float32), p0, win, lin, order=1) > 0.999
+    cand_valid = _window_all_valid(sar_vwin, p)
+    keep = opt_ok & cand_valid[:, m, m]
+    if not keep.any():
+        return None
+    idx = np.nonzero(keep)[0]
+    xy, p0, cand_valid = xy[idx], p0[idx], cand_valid[idx]
+    d = np.arange(-m, m + 1)
+    dy, dx = np.meshgrid(d, d, indexing="ij")
+    return Windows(idx, xy, p0, lin, m, dx**2 + dy**2 <= radius**2 + 1e-9, cand_valid,
+                   sample_patches(np.asarray(optical, np.float32), xy, p),
+                   sample_patches(np.asarray(sar, np.float32), p0, win, lin), a)
+
+
+def feature_crops(optical, opt_valid, sar, sar_valid, w: Windows, features, margin: int):
+    """Feature patches (N, C, P, P) and feature windows (N, C, W, W) of the keypoints, from ``features(image,
+    valid) -> (C, H, W)`` computed once per image instead of once per overlapping window.
+
+    The SAR is first resampled onto the optical grid around the keypoints through A (one interpolation, the
+    samples the per-keypoint windows would take), so on pixel-centre keypoints every crop is a plain copy.
+    ``margin`` pixels more all round keep the features' own edge effects off the windows.
+    """
+    p = w.opt.shape[-1]
+    win = w.sar.shape[-1]
+    fo = features(np.asarray(optical, np.float32), np.asarray(opt_valid, bool))
+    opt_f = np.stack([sample_patches(ch, w.xy, p) for ch in fo], 1)
+    lo = np.floor(w.xy.min(0)) - win // 2 - margin
+    size = int(np.ceil((w.xy.max(0) - lo).max())) + win // 2 + margin + 1
+    centre = lo + size // 2 + 0.5
+    at = w.affine[:, :2] @ centre + w.affine[:, 2]
+    view = sample_patches(np.asarray(sar, np.float32), at[None], size, w.lin)[0]
+    view_ok = sample_patches(np.asarray(sar_valid, np.float32), at[None], size, w.lin, order=1)[0] > 0.999
+    fs = features(view, view_ok)
+    sar_f = np.stack([sample_patches(ch, w.xy - lo, win) for ch in fs], 1)
+    return opt_f, sar_f
+
+
+class Evaluator:
+    """Scores (keypoint, offset) pairs with a patch scorer in batches and records them in an (N, G, G) table."""
+
+    def __init__(self, opt_patches, sar_windows, cand_valid, scorer, batch_size):
+        self.opt = opt_patches
+        p = opt_patches.shape[-1]
+        self.views = sliding_window_view(sar_windows, (p, p), axis=(1, 2))  # (N, G, G, P, P), no copy
+        self.cand_valid = cand_valid
+        self.scorer = scorer
+        self.batch = max(1, int(batch_size))
+        n, g = cand_valid.shape[:2]
+        self.scores = np.full((n, g, g), np.nan)
+
+    def run(self, kp: np.ndarray, iy: np.ndarray, ix: np.ndarray, table: np.ndarray | None = None) -> None:
+        table = self.scores if table is None else table
+        keep = self.cand_valid[kp, iy, ix] & np.isnan(table[kp, iy, ix])
+        kp, iy, ix = kp[keep], iy[keep], ix[keep]
+        for a in range(0, len(kp), self.batch):
+            k, y, x = kp[a:a + self.batch], iy[a:a + self.batch], ix[a:a + self.batch]
+            s = np.asarray(self.scorer(self.opt[k], np.ascontiguousarray(self.views[k, y, x])), dtype=np.float64)
+            table[k, y, x] = s.reshape(-1)
+
+    def around(self, kp: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> None:
+        """Score the 3x3 neighbourhood of each (keypoint, row, col) given."""
+        g = self.scores.shape[1]
+        nb_y, nb_x = np.mgrid[-1:2, -1:2]
+        yy = np.clip(cy[:, None] + nb_y.ravel(), 0, g - 1)
+        xx = np.clip(cx[:, None] + nb_x.ravel(), 0, g - 1)
+        self.run(np.repeat(kp, 9), yy.ravel(), xx.ravel())
+
+
+def _window_all_valid(valid_windows: np.ndarray, p: int) -> np.ndarray:
+    """(N, B, B) bool -> (N, B-P+1, B-P+1): whether each P x P crop is entirely valid (integral image)."""
+    n, b, _ = valid_windows.shape
+    c = np.zeros((n, b + 1, b + 1), np.int32)
+    c[:, 1:, 1:] = valid_windows.astype(np.int32).cumsum(1).cumsum(2)
+    tot = c[:, p:, p:] - c[:, :-p, p:] - c[:, p:, :-p] + c[:, :-p, :-p]
+    return tot == p * p
+
+
+def best_in_disk(scores: np.ndarray, in_disk: np.ndarray) -> np.ndarray:
+    n = len(scores)
+    masked = np.where(np.isfinite(scores) & in_disk[None], scores, -np.inf).reshape(n, -1)
+    return masked.argmax(1)
+
+
+def neighbourhoods(table: np.ndarray, by: np.ndarray, bx: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) scores around (by, bx); NaN off the table."""
+    n, g, _ = table.shape
+    nbh = np.full((n, 3, 3), np.nan)
+    for oy in range(3):
+        for ox in range(3):
+            yy, xx = by + oy - 1, bx + ox - 1
+            inside = (yy >= 0) & (yy < g) & (xx >= 0) & (xx < g)
+            nbh[inside, oy, ox] = table[np.nonzero(inside)[0], yy[inside], xx[inside]]
+    return nbh
+
+
+def subpixel(nb: np.ndarray) -> np.ndarray:
+    """Peak offset (dx, dy) in [-0.5, 0.5] from 3x3 score neighbourhoods (N, 3, 3); NaN cells fall back to 1-D."""
+    n = len(nb)
+    out = np.zeros((n, 2))
+    full = np.all(np.isfinite(nb.reshape(n, 9)), axis=1)
+    if full.any():
+        coef = nb[full].reshape(-1, 9) @ _QUAD.T
+        _, b, c, d, e, f = coef.T
+        det = 4 * d * f - e * e
+        ok = (d < 0) & (det > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dx = (e * c - 2 * f * b) / det
+            dy = (e * b - 2 * d * c) / det
+        sel = np.nonzero(full)[0]
+        out[sel[ok], 0] = dx[ok]
+        out[sel[ok], 1] = dy[ok]
+        rest = sel[~ok]
+    else:
+        rest = np.empty(0, int)
+    rest = np.concatenate([rest, np.nonzero(~full)[0]])
+    for axis, (lo, hi) in enumerate((((1, 0), (1, 2)), ((0, 1), (2, 1)))):
+        sm, s0, sp = nb[rest, lo[0], lo[1]], nb[rest, 1, 1], nb[rest, hi[0], hi[1]]
+        den = sm - 2 * s0 + sp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            off = np.where(np.isfinite(den) & (den < 0), 0.5 * (sm - sp) / den, 0.0)
+        out[rest, axis] = off
+    return np.clip(np.nan_to_num(out), -0.5, 0.5)
+
+
+def local_maxima(table: np.ndarray, step: int = 1, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(sub-grid of the table with -inf for unscored cells, where each cell is a 3x3 local maximum of it)."""
+    sub = np.where(np.isfinite(table), table, -np.inf)[:, offset::step, offset::step]
+    is_max = (sub == ndi.maximum_filter(sub, size=(1, 3, 3), mode="constant", cval=-np.inf)) & np.isfinite(sub)
+    return sub, is_max
+
+
+def ratio(coarse_tab, best_score, by, bx, step, m, excl, same_scale: bool) -> np.ndarray:
+    """Runner-up over best. The runner-up is the best local maximum of the (step-``step``) grid farther than
+    ``excl`` from the chosen peak; without one, the far shoulder (beyond 2 * excl) stands in. The best is the
+    chosen peak's score, or, when the grid was scored on blurred patches, the grid score of its basin."""
+    n = len(coarse_tab)
+    o = m % step
+    sub, is_max = local_maxima(coarse_tab, step, o)
+    pos = o + step * np.arange(sub.shape[1])
+    dist = np.hypot(pos[None, :, None] - by[:, None, None], pos[None, None, :] - bx[:, None, None])
+    runner = np.where(is_max & (dist > excl), sub, -np.inf).reshape(n, -1).max(1)
+    shoulder = np.where(dist > 2 * excl, sub, -np.inf).reshape(n, -1).max(1)
+    runner = np.where(np.isfinite(runner), runner, shoulder)
+    if same_scale:
+        best = best_score
+    else:
+        near = np.where(dist <= excl, sub, -np.inf).reshape(n, -1).max(1)
+        best = np.where(np.isfinite(near), near, sub.reshape(n, -1).max(1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(np.isfinite(runner) & (best > 0), runner / best, 0.0)
+    return np.clip(out, 0.0, None)

@@ -1,0 +1,74 @@
+"""What one process running tie-point tasks may use: threads and GDAL's block cache, set once per process.
+
+Threads: dask task threads x scoring-engine threads <= cores. dask.distributed's nanny starts every worker
+with ``OMP_NUM_THREADS=1``, so each of a worker's task threads runs its engine on one thread; a local run
+mirrors that, one engine thread per task thread and as many task threads as cores. Before, two local dask
+threads each asked ONNX Runtime for two threads on two cores, and a loopback cluster beat the local run by
+1.37x (issue 13). A user's ``OMP_NUM_THREADS=k`` is honoured: k engine threads, cores // k task threads.
+
+The engine reads the count once, when it is built (ONNX Runtime's session takes ``torch.get_num_threads()``),
+so the layout is applied before the first scorer of a run, and on a worker before the scorer it receives is
+rebuilt; a scorer built earlier in the process keeps the threads it was built with.
+
+GDAL's block cache defaults to 5 % of RAM (1.2 GB on a 24 GB machine), which a run's peak memory then grows
+into. A tile's reads (two rasters, a 512 px core plus halo and search margin, striped files read whole rows)
+need tens of MB, so 256 MB keeps the row of tiles being read cached with room to spare. A ``GDAL_CACHEMAX``
+the user set in the environment wins.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+GDAL_CACHE_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class Layout:
+    tasks: int  # dask threads of a local run
+    engine: int  # threads each scoring call may use
+    gdal_cache_bytes: int | None  # None: the user's GDAL_CACHEMAX
+
+
+def cores() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. under taskset or a container quota)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def plan(n_cores: int | None = None, env=None) -> Layout:
+    """The layout for ``n_cores`` (default: :func:`cores`) under environment ``env`` (default: os.environ)."""
+    env = os.environ if env is None else env
+    n = max(1, int(n_cores or cores()))
+    try:
+        engine = int(env.get("OMP_NUM_THREADS", "1"))
+    except ValueError:
+        engine = 1
+    engine = min(max(engine, 1), n)
+    return Layout(tasks=max(1, n // engine), engine=engine,
+                  gdal_cache_bytes=None if env.get("GDAL_CACHEMAX") else GDAL_CACHE_BYTES)
+
+
+_applied: Layout | None = None
+
+
+def apply() -> Layout:
+    """Set the layout for this process on first call (later calls return it unchanged)."""
+    global _applied
+    if _applied is None:
+        import torch
+        from rasterio.env import set_gdal_config
+        from threadpoolctl import threadpool_limits
+
+        layout = plan()
+        # What the nanny's OMP/MKL/OPENBLAS_NUM_THREADS do for a worker, for pools already started: torch's
+        # (which ONNX Runtime follows), OpenMP's and the BLAS libraries numpy and scipy load.
+        torch.set_num_threads(layout.engine)
+        threadpool_limits(limits=layout.engine)
+        if layout.gdal_cache_bytes is not None:
+            set_gdal_config("GDAL_CACHEMAX", layout.gdal_cache_bytes)
+        _applied = layout
+    return _applied
