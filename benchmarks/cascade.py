@@ -3,8 +3,9 @@
     nice python benchmarks/cascade.py validation   # chooses top_k and cascade_weight (volkov-s1s2 pairs)
     nice python benchmarks/cascade.py gefolki       # reports the chosen cascade beside the three others
 
-Writes benchmarks/cascade.json (both parts, merged) and prints one row per matcher: kept points, median error,
-share under 1 px, network (or patch-pair) evaluations per keypoint, match-stage seconds.
+Writes benchmarks/cascade.json (both parts, merged) and benchmarks/cascade.md (its tables; `render` redoes
+only that) and prints one row per matcher: kept points, median error, share under 1 px, network (or
+patch-pair) evaluations per keypoint, match-stage seconds.
 
 Validation material (never the reported pair): ``volkov-s1s2`` pairs ``VALIDATION``, their residual
 misalignment measured by the project's own estimator (:func:`geomatch.training.scenes.align_scene`,
@@ -38,7 +39,7 @@ OUT = HERE / "cascade.json"
 VALIDATION = ("volkov-s1s2/020", "volkov-s1s2/021")  # align_scene confident and within 0.3 px of the table
 CROP = 448  # px, centred; the GeFolki pair's size
 WARP = (1.5, 1.01, (5.3, -3.7))  # rotation deg, scale, shift px about the crop centre
-TOP_K = (2, 3)
+TOP_K = (1, 2, 3)
 WEIGHTS = (0.25, 0.5, 0.75)
 BASELINES = {"ncc": {"match.plugin": "ncc"}, "cfog": {"match.plugin": "cfog"}, "rrlnet": {}}
 
@@ -171,10 +172,13 @@ def gefolki(chosen_sets: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=("validation", "gefolki"))
+    ap.add_argument("part", choices=("validation", "gefolki", "render"))
     a = ap.parse_args()
     sys.path.insert(0, str(HERE))
     out = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    if a.part == "render":
+        OUT.with_suffix(".md").write_text(render(out))
+        return
     t = time.perf_counter()
     if a.part == "validation":
         out["validation"] = validation()
@@ -185,6 +189,46 @@ def main() -> None:
     out[f"{a.part}_command"] = f"nice python benchmarks/cascade.py {a.part}"
     out[f"{a.part}_seconds"] = round(time.perf_counter() - t, 1)
     OUT.write_text(json.dumps(out, indent=2) + "\n")
+    OUT.with_suffix(".md").write_text(render(out))
+
+
+def _table(rows: list[dict], label) -> list[str]:
+    lines = ["| row | kept | median | under 1 px | evaluations / keypoint | match stage |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        med = "–" if r["median_px"] is None else f"{r['median_px']:.2f} px"
+        share = "–" if r["within_1px"] is None else f"{100 * r['within_1px']:.0f} %"
+        lines.append(f"| {label(r)} | {r['kept']} | {med} | {share} | {r['evals_per_keypoint']:.1f} | "
+                     f"{r['match_s']:.1f} s |")
+    return lines
+
+
+def render(out: dict) -> str:
+    lines = ["# Cascade benchmark (`benchmarks/cascade.py`)", "",
+             "Written by the script from `cascade.json`. Evaluations per keypoint: patch-pair scores of the row's "
+             "matcher; for `cfog` alone the offsets of its dense surface (one FFT pass, not patch pairs); for the "
+             "cascade the network's scores only. Match stage: `timings_s.match` of the run, on the shared 2-core "
+             "CPU (other jobs were running: compare rows of one table, not across tables).", ""]
+    val = out.get("validation")
+    if val:
+        lines += [f"## Validation: choosing the cascade's parameters (`{out.get('validation_command')}`)", "",
+                  f"Pairs {', '.join(VALIDATION)}: {CROP}x{CROP} centre crops, residual shift measured by "
+                  f"`align_scene` and taken out, SAR warped by rotation {WARP[0]} deg, scale {WARP[1]}, shift "
+                  f"{WARP[2]} px. Rule: {val['rule']}. Chosen: **{val['chosen']}**.", ""]
+        for sid in VALIDATION:
+            rows = [r for r in val["rows"] if r["pair"] == sid]
+            if rows:
+                rec = rows[0]["alignment"]
+                lines += [f"### {sid} (alignment: measured {rec['measured_shift_px']} px, table "
+                          f"{rec['reference_shift_px']} px, {rec['status']})", ""]
+                lines += _table(rows, lambda r: r["row"]) + [""]
+    gef = out.get("gefolki")
+    if gef:
+        lines += [f"## GeFolki warped pair (`{out.get('gefolki_command')}`)", "",
+                  "Sentinel-2 against Sentinel-1 warped by the reference field (`gefolki_fixture.py`); the cascade "
+                  "with the parameters chosen above.", ""]
+        lines += _table(gef["rows"], lambda r: r["row"]) + [""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ from geomatch.errors import GeomatchError, InputError
 REQUIRED = ("optical", "sar", "output")
 OPTIONAL = ("id", "pipeline", "set")
 # Pipeline values that name files: made absolute here, as the rasters are, before a task leaves the client.
+# match.weights names a file only when it looks like one (a shipped tag such as optical-sar does not).
 PATH_KEYS = (("pair", "optical_mask"), ("pair", "sar_mask"))
+WEIGHTS_KEY = ("match", "weights")
 
 
 class ManifestError(InputError):
@@ -90,14 +92,14 @@ def _absolute(value, base: Path) -> Path:
     return (path if path.is_absolute() else base / path).absolute()
 
 
-def _pipeline(value: str, base: Path) -> str:
-    """A pipeline file named relative to the manifest is found from the manifest's folder; names stay names."""
-    looks_like_path = value.endswith(".toml") or "/" in value
-    return str(_absolute(value, base)) if looks_like_path else value
+def _file_or_name(value: str, suffix: str, base: Path) -> str:
+    """A value that looks like a file (it ends in ``suffix`` or holds a separator) made absolute from ``base``;
+    a name (a shipped pipeline, a weights tag) left as it is."""
+    return str(_absolute(value, base)) if value.endswith(suffix) or "/" in value else value
 
 
-def _overrides(where: str, row: dict, base: Path) -> dict:
-    sets = row.get("set") or {}
+def _overrides(where: str, sets, base: Path) -> dict:
+    """Overrides with their file values made absolute from ``base``."""
     if not isinstance(sets, dict):
         raise ManifestError(f"{where}: 'set' must be an object of STAGE.KEY: value")
     out = {}
@@ -105,6 +107,8 @@ def _overrides(where: str, row: dict, base: Path) -> dict:
         stage_key = tuple(str(key).replace("__", ".").split(".", 1))
         if stage_key in PATH_KEYS and value:
             value = str(_absolute(value, base))
+        elif stage_key == WEIGHTS_KEY and isinstance(value, str):
+            value = _file_or_name(value, ".pt", base)
         out[str(key)] = value
     return out
 
@@ -114,6 +118,9 @@ def read_manifest(path, pipeline: str = "default", overrides: dict | None = None
     batch's defaults, which a pair's own ``pipeline`` column and overrides beat."""
     path = Path(path)
     base = path.parent.absolute()
+    # The batch's own options name files from the working folder, a manifest's rows from the manifest's.
+    pipeline = _file_or_name(pipeline, ".toml", Path.cwd())
+    overrides = _overrides("--set", overrides or {}, Path.cwd())
     pairs: list[BatchPair] = []
     seen_ids: dict[str, str] = {}
     seen_outputs: dict[Path, str] = {}
@@ -130,8 +137,8 @@ def read_manifest(path, pipeline: str = "default", overrides: dict | None = None
             raise ManifestError(f"{where}: id '{pair_id}' is used twice (also {seen_ids[pair_id]}); ids must differ")
         seen_ids[pair_id] = where
         try:
-            cfg = config.load(_pipeline(str(row.get("pipeline") or pipeline), base),
-                              {**(overrides or {}), **_overrides(where, row, base)})
+            row_pipeline = _file_or_name(str(row["pipeline"]), ".toml", base) if row.get("pipeline") else pipeline
+            cfg = config.load(row_pipeline, {**overrides, **_overrides(where, row.get("set") or {}, base)})
         except GeomatchError as exc:
             raise ManifestError(f"{where}: {exc}") from exc
         item = BatchPair(pair_id, _absolute(row["optical"], base), _absolute(row["sar"], base),

@@ -13,9 +13,10 @@ dask.distributed ``scheduler`` address every pair is one task, so the cluster sp
 a worker that dies has its pair rerun elsewhere. Either way a matcher's model is loaded once per process and
 then served from ``geomatch.models.runtime``'s scorer cache for every later pair and tile.
 
-The summary table (one row per pair: status, counts, model RMSE, verdict, time, error; CSV or GeoPackage) is
+The summary table (one row per pair: status, counts, model RMSE, verdict, seconds, error; CSV or GeoPackage) is
 the batch's own report and is rewritten by every run of the batch, atomically. A file at that path that a
-batch did not write is a user's file: it is replaced only with ``overwrite``.
+batch did not write is a user's file: it is replaced only with ``overwrite``. ``seconds`` is the pair's wall
+time in this run, or for a skipped pair the stage times recorded by the run that made its output.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def skipped_row(pair: BatchPair, record: dict) -> dict:
         timings = json.loads(record.get("timings_json") or "{}")
     except ValueError:
         summary, timings = {}, {}
+    # Nothing ran now: the time reported is what the stages of the run that made the output took.
     seconds = sum(v for v in timings.values() if isinstance(v, (int, float))) or None
     return _row(pair, SKIPPED, summary, seconds)
 

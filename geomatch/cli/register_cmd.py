@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
               help="Tie points from `geomatch run` (.gpkg or .csv); default: run the pipeline first.")
 @click.option("--order", type=click.Choice(["1", "2", "3", "tps", "auto"]), default="1", show_default=True,
               help="Model: polynomial order (1 = affine) or thin-plate spline; auto keeps the lowest "
-                   "leave-one-out median.")
+                   "block cross-validation median.")
 @click.option("--resampling", type=click.Choice(["nearest", "bilinear", "cubic"]), default="bilinear",
               show_default=True)
 @click.option("--dst-nodata", type=float, help="Output nodata; default: the SAR's, else NaN (float) or 0 (integer).")
@@ -43,7 +43,8 @@ def register(optical, sar, output, tiepoints, order, resampling, dst_nodata, com
 
     Writes OUTPUT, OUTPUT's _shifts.tif (2-band shift field in map units on a coarse grid) and _register.png
     (before/after); with no --tiepoints, also _tiepoints.gpkg from the pipeline run. Reports the model's
-    residuals at the kept points and by leave-one-out (each point predicted by a model fitted without it).
+    residuals at the kept points, by leave-one-out (each point predicted by a model fitted without it) and by
+    block cross-validation (each of 5 areas of points predicted from the others).
 
     \b
     Examples:
@@ -72,8 +73,10 @@ def register(optical, sar, output, tiepoints, order, resampling, dst_nodata, com
              m["fit"]["rmse_px"], m["fit"]["max_px"])
     log.info("leave-one-out check:     median %.2f px, RMSE %.2f px, max %.2f px", m["check"]["median_px"],
              m["check"]["rmse_px"], m["check"]["max_px"])
+    log.info("block cross-validation:  median %.2f px, RMSE %.2f px (each of 5 areas predicted from the others)",
+             m["blocks"]["median_px"], m["blocks"]["rmse_px"])
     if len(result.summary["candidates"]) > 1:
-        log.info("candidates (check median px): %s", ", ".join(
-            f"{k} {v['median_px']:.2f}" for k, v in result.summary["candidates"].items()))
+        log.info("auto: block cross-validation median per order: %s", ", ".join(
+            f"{k} {v['median_px']:.2f} px" for k, v in result.summary["candidates"].items()))
     for kind, path in result.outputs.items():
         log.info("%s: %s", kind, path)

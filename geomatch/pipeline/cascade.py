@@ -12,7 +12,8 @@ Cascade (``match.mode = "cascade"``): the proposer scores every offset, its ``to
 disk go to the network with their 3x3 neighbourhoods (the sub-pixel fit needs them), and each scored offset
 gets ``w * network + (1 - w) * proposer`` (w = ``cascade_weight``). If the best combined offset is on the
 rim of its 3x3 block, its missing neighbours are scored once more (at most 5), so a keypoint costs at most
-``9 * top_k + 5`` network evaluations. Why: the network alone is 20-30x the cost of NCC (issue 9) and its
+``9 * top_k + 5`` network evaluations. The ratio is the best other proposal's combined score over the
+chosen one's (with a single proposal, the proposer's own runner-up over its peak). Why: the network alone is 20-30x the cost of NCC (issue 9) and its
 scores saturate on unseen sensors; the classical surface knows where the few plausible peaks are, the
 network which of them is right.
 """

@@ -26,9 +26,15 @@ _TPS_MIN = 6
 # Smallest singular value of the scaled design relative to its largest: below this the points lie (nearly)
 # on a line (order 1) or a conic (order 2 and 3) and the fit is decided by noise.
 _MIN_CONDITION = 1e-6
-# Thin-plate smoothing candidates (squared optical pixels per point); the one with the lowest leave-one-out
-# error wins, so noisy points get a smooth field and exact points an interpolating one.
-_TPS_SMOOTHING = (0.0, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+# Thin-plate smoothing candidates (squared optical pixels per point); the one with the lowest block
+# cross-validation error wins, so noisy points get a smooth field and exact points an interpolating one.
+_TPS_SMOOTHING = (0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+# Block cross-validation: points are grouped into this many spatial clusters and each cluster is predicted
+# from the others. Leave-one-out always has a close neighbour to lean on, so it rewards models that bend to
+# the noise (on GeFolki it prefers a thin-plate spline that is worse than the affine over the image);
+# predicting a whole missing area is what the warp does between and beyond the points.
+_BLOCKS = 5
+_SIMPLER_WITHIN = 0.05  # auto: relative block-CV margin a more complex model must win by
 
 
 def _terms(x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
@@ -121,7 +127,31 @@ def _loo(ref: np.ndarray, tgt: np.ndarray, order: str, back: np.ndarray, smoothi
     return out
 
 
+def _blocks(ref: np.ndarray) -> np.ndarray:
+    """Cluster label of every point: k-means on the positions, deterministic (seeded, farthest-point start)."""
+    from scipy.cluster.vq import kmeans2
+
+    k = min(_BLOCKS, len(ref))
+    _, labels = kmeans2(ref, k, seed=0, minit="++")
+    return labels
+
+
+def _block_cv(ref: np.ndarray, tgt: np.ndarray, order: str, back: np.ndarray, smoothing: float | None) -> np.ndarray:
+    labels, out = _blocks(ref), np.full(len(ref), np.nan)
+    need = _TPS_MIN if order == "tps" else _TERMS[order]
+    for c in np.unique(labels):
+        test = labels == c
+        if (~test).sum() < need:
+            continue
+        model = _fit_raw(ref[~test], tgt[~test], order, smoothing)
+        out[test] = _residuals(model, ref[test], tgt[test], back)
+    return out
+
+
 def _stats(err: np.ndarray) -> dict:
+    err = err[np.isfinite(err)]
+    if not err.size:
+        return {"median_px": float("nan"), "rmse_px": float("nan"), "max_px": float("nan")}
     return {"median_px": float(np.median(err)), "rmse_px": float(np.sqrt(np.mean(err**2))),
             "max_px": float(err.max())}
 
@@ -129,20 +159,23 @@ def _stats(err: np.ndarray) -> dict:
 def fit(ref, tgt, order: str) -> GCPModel:
     """Fit ``order`` (1, 2, 3 or tps) to (n, 2) optical-pixel ``ref`` and SAR-pixel ``tgt`` points.
 
-    ``info`` holds residual statistics at the points (``fit``) and by leave-one-out (``check``), both in
-    optical pixels, and the per-point values (``fit_px``, ``check_px``).
+    ``info`` holds residual statistics, all in optical pixels: at the points (``fit``), by leave-one-out
+    (``check``: each point predicted by a model fitted without it) and by block cross-validation (``blocks``:
+    each of 5 spatial clusters predicted from the others), and the per-point values (``*_px``).
     """
     ref, tgt = np.asarray(ref, float), np.asarray(tgt, float)
     check_support(ref, order)
     back = _to_optical_px(ref, tgt)
     smoothing = None
     if order == "tps":
-        scores = {s: float(np.median(_loo(ref, tgt, order, back, s))) for s in _TPS_SMOOTHING}
-        smoothing = min(scores, key=scores.get)
+        scores = {s: _stats(_block_cv(ref, tgt, order, back, s))["median_px"] for s in _TPS_SMOOTHING}
+        smoothing = min(scores, key=lambda s: (np.nan_to_num(scores[s], nan=np.inf), -s))
     model = _fit_raw(ref, tgt, order, smoothing)
     fit_px, check_px = _residuals(model, ref, tgt, back), _loo(ref, tgt, order, back, smoothing)
+    block_px = _block_cv(ref, tgt, order, back, smoothing)
     model.info = {"order": order, "points": int(len(ref)), "fit": _stats(fit_px), "check": _stats(check_px),
-                  "fit_px": fit_px.tolist(), "check_px": check_px.tolist()}
+                  "blocks": _stats(block_px), "fit_px": fit_px.tolist(), "check_px": check_px.tolist(),
+                  "blocks_px": block_px.tolist()}
     if smoothing is not None:
         model.info["tps_smoothing_px2"] = smoothing
     return model
@@ -161,13 +194,16 @@ def supported_orders(ref) -> list[str]:
 
 
 def fit_auto(ref, tgt) -> tuple[GCPModel, dict]:
-    """Fit every supported order; keep the one with the lowest leave-one-out median (ties: the simpler).
+    """Fit every supported order; keep the simplest whose block cross-validation median is within
+    ``_SIMPLER_WITHIN`` of the lowest (a small gain on the points' own areas is noise, a bend is not free).
 
-    Returns the model and ``{order: check statistics}`` for the report. Raises like :func:`check_support`
+    Returns the model and ``{order: block statistics}`` for the report. Raises like :func:`check_support`
     for order 1 when not even an affine is supported.
     """
     orders = supported_orders(ref) or ["1"]
     models = [fit(ref, tgt, o) for o in orders]
-    table = {m.order: m.info["check"] for m in models}
-    best = min(models, key=lambda m: (round(m.info["check"]["median_px"], 3), ORDERS.index(m.order)))
-    return best, table
+    table = {m.order: m.info["blocks"] for m in models}
+
+    scores = [np.nan_to_num(m.info["blocks"]["median_px"], nan=np.inf) for m in models]
+    best = min(scores)
+    return next(m for m, sc in zip(models, scores, strict=True) if sc <= best * (1 + _SIMPLER_WITHIN)), table

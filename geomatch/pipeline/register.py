@@ -94,11 +94,13 @@ def kept_points(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_model(ref: np.ndarray, tgt: np.ndarray, order: str):
-    """``order`` 1, 2, 3, tps or auto (lowest leave-one-out median); returns (model, candidates table)."""
+    """``order`` 1, 2, 3, tps or auto (lowest block cross-validation median); returns (model, candidates).
+
+    ``candidates`` maps each order fitted to its block cross-validation statistics."""
     if order == "auto":
         return gcpmodel.fit_auto(ref, tgt)
     model = gcpmodel.fit(ref, tgt, order)
-    return model, {order: model.info["check"]}
+    return model, {order: model.info["blocks"]}
 
 
 def register(optical, sar, output, *, tiepoints=None, order: str = "1", resampling: str = "bilinear",

@@ -14,19 +14,20 @@ Two ways in:
   the patch's own position, with the channels' support (``dense_context``) made up by reflecting the
   patch's border.
 
-Computed in NumPy (the coarse stage's code), so there is no ONNX graph: export refuses, and the runtime
-choice falls back to a PyTorch runtime, which calls the same code.
+The channels are computed with PyTorch operations (differentiable, exportable), the dense correlation with
+NumPy's FFT.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812
 
 from geomatch.errors import ConfigError
 from geomatch.models.base import Matcher, MatcherConfig
 from geomatch.pipeline.cfog import SIGMA
-from geomatch.pipeline.cfog_features import channels, crop_correlation, erosion_px
+from geomatch.pipeline.cfog_features import channels, channels_torch, crop_correlation, erosion_px
 
 
 class CFOG(Matcher):
@@ -52,21 +53,21 @@ class CFOG(Matcher):
         return (crop_correlation(patches, windows) + 1.0) / 2.0
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> dict:
-        if torch.onnx.is_in_onnx_export():
-            # Tracing would freeze the NumPy result into a constant; refuse so the runtime uses PyTorch.
-            raise RuntimeError("cfog is computed in NumPy and has no ONNX form")
         if optical.shape != sar.shape or optical.dim() != 4:
             raise ValueError(f"cfog: expected two equal (B, C, P, P) batches, got {tuple(optical.shape)} and "
                              f"{tuple(sar.shape)}")
         c = self.dense_context
-        pad = ((0, 0), (c, c), (c, c))
         # Several input channels (RGB) are averaged: the representation is of one intensity image.
-        o = np.pad(optical.detach().float().mean(1).cpu().numpy(), pad, mode="reflect")
-        s = np.pad(sar.detach().float().mean(1).cpu().numpy(), pad, mode="reflect")
-        ok = np.ones_like(o, bool)
-        inner = (..., slice(c, o.shape[-2] - c), slice(c, o.shape[-1] - c))
-        r = self.correlate(self.features(o, ok)[inner], self.features(s, ok)[inner])[:, 0, 0]
-        score = torch.from_numpy(np.ascontiguousarray(r)).to(optical.device)
+        o = F.pad(optical.float().mean(1, keepdim=True), (c, c, c, c), mode="reflect")[:, 0]
+        s = F.pad(sar.float().mean(1, keepdim=True), (c, c, c, c), mode="reflect")[:, 0]
+        ok = torch.ones_like(o, dtype=torch.bool)
+        a = channels_torch(o, ok, self.sigma)[0][..., c:-c, c:-c].flatten(1)
+        b = channels_torch(s, ok, self.sigma)[0][..., c:-c, c:-c].flatten(1)
+        # crop_correlation's zero offset, written out: zero-mean NCC of the channel stacks.
+        a = a - a.mean(1, keepdim=True)
+        b = b - b.mean(1, keepdim=True)
+        r = (a * b).sum(1) / torch.sqrt((a * a).sum(1) * (b * b).sum(1) + 1e-12)
+        score = ((r + 1.0) / 2.0).clamp(0, 1)
         out = {"score": score}
         if self.training:
             out["heads"] = {"main": score}

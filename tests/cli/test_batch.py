@@ -179,3 +179,25 @@ def test_a_scheduler_that_does_not_answer_is_exit_2_before_any_pair_runs(runner,
     result = runner.invoke(cli, ["batch", str(batch_dir / "pairs.csv"), "--scheduler", "tcp://127.0.0.1:9"])
     assert result.exit_code == 2 and "tcp://127.0.0.1:9" in result.stderr, result.output
     assert pipeline_runs == [] and not (batch_dir / "pairs-summary.csv").exists()
+
+
+def test_manifest_paths_are_read_from_the_manifest_folder_and_options_from_the_working_folder(tmp_path,
+                                                                                                monkeypatch):
+    from geomatch.batch.manifest import read_manifest
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "mine.toml").write_text('[match]\nplugin = "ncc"\nsearch_radius = 7.0\n')
+    rows = [["optical", "sar", "output", "pipeline", "pair.sar_mask", "match.weights"],
+            ["o.tif", "s.tif", "out.gpkg", "mine.toml", "m.tif", "ckpt/best.pt"],
+            ["o.tif", "s.tif", "out2.gpkg", "", "", "optical-sar"]]
+    with open(sub / "m.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    monkeypatch.chdir(tmp_path)
+    first, second = read_manifest("sub/m.csv", overrides={"pair.optical_mask": "masks/opt.tif"})
+    assert (first.optical, first.sar, first.output) == (sub / "o.tif", sub / "s.tif", sub / "out.gpkg")
+    assert first.cfg.match.search_radius == 7.0  # the pair's own pipeline file, found beside the manifest
+    assert first.cfg.pair.sar_mask == str(sub / "m.tif") and first.cfg.match.weights == str(sub / "ckpt/best.pt")
+    assert second.cfg.match.weights == "optical-sar"  # a shipped tag is a name, not a path
+    assert first.cfg.pair.optical_mask == str(tmp_path / "masks/opt.tif")  # --set: from the working folder
+    assert [p.pair_id for p in (first, second)] == ["1", "2"]

@@ -5,7 +5,8 @@ from dataclasses import replace
 import geopandas as gpd
 import numpy as np
 import pytest
-from matching_synth import sar_like, textured
+import torch
+from matching_synth import sar_like, similarity, textured
 
 from geomatch import config
 from geomatch.config import MatchConfig
@@ -13,7 +14,7 @@ from geomatch.errors import ConfigError
 from geomatch.models.runtime import build_scorer
 from geomatch.pipeline.cascade import CLIMB_EVALS
 from geomatch.pipeline.cfog import descriptors
-from geomatch.pipeline.cfog_features import channels, crop_correlation
+from geomatch.pipeline.cfog_features import channels, channels_torch, crop_correlation
 from geomatch.pipeline.run import run_pipeline
 from geomatch.pipeline.search import match_points
 from geomatch_plugins.detectors.corners import Harris
@@ -57,6 +58,10 @@ def test_stacked_channels_are_the_coarse_stage_descriptors():
         one, one_inner = descriptors(img[i], valid[i])
         np.testing.assert_allclose(stack[i], one, atol=1e-6)
         assert np.array_equal(inner[i], one_inner)
+    # The differentiable twin the patch-pair score uses: the same values.
+    t_stack, t_inner = channels_torch(torch.from_numpy(img), torch.from_numpy(valid))
+    np.testing.assert_allclose(t_stack.numpy(), stack, atol=1e-5)
+    assert np.array_equal(t_inner.numpy(), inner)
 
 
 def test_fft_crop_correlation_is_the_direct_zncc():
@@ -81,6 +86,23 @@ def test_cfog_finds_a_known_subpixel_shift_on_a_sar_like_twin(pair):
     assert np.median(err) < 0.5 and np.mean(err < 1.0) > 0.8
     # Dense: the whole search window is scored, every valid offset of the (2 * 13 + 1)^2 table.
     assert df["n_evals"].max() <= 27 * 27 and df["n_evals"].median() > 600
+
+
+@pytest.mark.parametrize("mode", ["search", "cascade"])
+def test_rotation_and_scale_are_taken_out_through_the_initial_affine(mode):
+    """The tile's features are computed on the SAR resampled through A once; offsets map back through A."""
+    optical = textured((256, 256), seed=7)
+    truth = similarity(12.0, 1.08, (6.0, -4.0), (128, 128))
+    sar, sar_ok = sar_like(optical, truth, out_shape=(300, 300))
+    kps = Harris().detect(optical, np.ones(optical.shape, bool), 40, 24, 0.02, PATCH // 2 + 14)
+    cfg = replace(CFG, mode=mode)
+    scorer = _scorer("cfog") if mode == "search" else _scorer("ncc", absolute=True)
+    df = match_points(optical, sar, np.ones(optical.shape, bool), sar_ok, kps,
+                      similarity(12.0, 1.08, (0.0, 0.0), (128, 128)), scorer, cfg)
+    assert len(df) >= 10
+    ref = df[["ref_x", "ref_y"]].to_numpy()
+    err = np.hypot(*(ref @ truth[:, :2].T + truth[:, 2] - df[["tgt_x", "tgt_y"]].to_numpy()).T)
+    assert np.median(err) < 0.5 and np.mean(err < 1.0) > 0.8
 
 
 def test_cfog_patch_score_prefers_the_aligned_patch(pair):

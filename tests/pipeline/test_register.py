@@ -86,6 +86,16 @@ def test_models_recover_known_maps_and_report_optical_pixels():
     assert best.order in ("2", "3", "tps") and table["1"]["median_px"] > 10 * table["2"]["median_px"]
 
 
+def test_auto_keeps_the_affine_when_noise_is_all_a_bend_would_fit():
+    rng = np.random.default_rng(5)
+    ref = rng.uniform(0, 1000, (40, 2))
+    tgt = ref * 0.98 + 5.0 + rng.normal(0, 0.7, (40, 2))  # an affine plus noise
+    best, table = gcpmodel.fit_auto(ref, tgt)
+    assert best.order == "1" and set(table) == {"1", "2", "3", "tps"}
+    assert table == {o: gcpmodel.fit(ref, tgt, o).info["blocks"] for o in table}  # the table is the block CV
+    assert len(best.info["blocks_px"]) == 40 and np.isfinite(best.info["blocks_px"]).all()
+
+
 def test_models_refuse_too_few_or_degenerate_points():
     ref = np.column_stack([np.linspace(0, 100, 8), np.linspace(0, 50, 8)])  # on a line
     with pytest.raises(InputError, match="lie \\(nearly\\) on a line") as info:
