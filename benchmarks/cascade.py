@@ -228,6 +228,21 @@ def render(out: dict) -> str:
                   "Sentinel-2 against Sentinel-1 warped by the reference field (`gefolki_fixture.py`); the cascade "
                   "with the parameters chosen above.", ""]
         lines += _table(gef["rows"], lambda r: r["row"]) + [""]
+    if val and gef:
+        lines += ["## Default or option", "", "Rule (issue 9): the cascade becomes the default only if it beats both "
+                  "classical rows on kept points AND median error on every pair, within 3x of NCC's match time.", ""]
+        sets = [(sid, [r for r in val["rows"] if r["pair"] == sid], val["chosen"]) for sid in VALIDATION]
+        verdicts = []
+        for where, rows, name in [*sets, ("GeFolki", gef["rows"], "cascade")]:
+            by = {r["row"]: r for r in rows}
+            c = by[name]
+            wins = all(c["kept"] > by[b]["kept"] and c["median_px"] < by[b]["median_px"] for b in ("ncc", "cfog"))
+            slower = c["match_s"] / by["ncc"]["match_s"]
+            verdicts.append(wins and slower <= 3)
+            lines.append(f"- {where}: {'beats' if wins else 'does not beat'} both classical rows; match stage "
+                         f"{slower:.1f}x NCC's, {by['rrlnet']['match_s'] / c['match_s']:.1f}x faster than RRL-Net.")
+        lines += ["", "So it is the default." if all(verdicts) else
+                  "So it ships as an option (`--set match.mode=cascade`), not as the default.", ""]
     return "\n".join(lines)
 
 

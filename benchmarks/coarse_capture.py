@@ -2,6 +2,7 @@
 
 Usage:  python benchmarks/coarse_capture.py [--sets camera visnir visnir-default real] [--limit N] [--out results.json]
         python benchmarks/coarse_capture.py --rejudge results.json   (new verdict thresholds, no rerun)
+        python benchmarks/coarse_capture.py --baseline-coarse old_coarse.py --sets ... --out base.json
 
 Sets (each case: coarse stage with its fine check -> Harris + NCC fine search -> filters -> verdict):
 
@@ -196,6 +197,33 @@ def rejudge(path: Path) -> dict:
     return results
 
 
+def baseline(module_path: Path, sets: list[str], data_dir: Path) -> dict:
+    """Capture only (no fine stage) with another version of the coarse module, e.g. the one before a change:
+    ``git show REV:geomatch/pipeline/coarse.py > old_coarse.py``. Same cases and ranges as the sets."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("baseline_coarse", module_path)
+    old = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = old  # its dataclasses look their module up there
+    spec.loader.exec_module(old)
+    sources = {"camera": ("visnir", lambda: camera_cases()),
+               "visnir": ("visnir", lambda: visnir_cases(data_dir, ["field", "forest"], None)),
+               "visnir-default": ("default", lambda: visnir_cases(data_dir, ["field"], None)),
+               "real": ("visnir", lambda: real_cases(data_dir, None))}
+    out = {}
+    for name in sets:
+        pipeline, cases = sources[name]
+        cfg = config.load(pipeline).coarse
+        rows = []
+        for key, (opt, ok, sar, sok, truth) in cases():
+            init = old.estimate_initial(opt, ok, sar, sok, cfg, 1.0)
+            err = capture_error(init.affine, truth, opt.shape)
+            rows.append({"case": key, "capture_px": err, "captured": err < 12.0, "coarse": init.method})
+        out[name] = {"captured": sum(r["captured"] for r in rows), "cases": rows}
+        print(name, out[name]["captured"], "of", len(rows), flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=default_data())
@@ -203,7 +231,14 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N cases per category")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--rejudge", type=Path, default=None, help="re-decide a results file's verdicts, run nothing")
+    ap.add_argument("--baseline-coarse", type=Path, default=None,
+                    help="capture only, with this coarse.py (e.g. the version before a change)")
     args = ap.parse_args(argv)
+    if args.baseline_coarse:
+        result = baseline(args.baseline_coarse, args.sets, args.data)
+        if args.out:
+            args.out.write_text(json.dumps({"baseline": str(args.baseline_coarse), "sets": result}, indent=1))
+        return 0
     if args.rejudge:
         rejudge(args.rejudge)
         return 0

@@ -74,8 +74,11 @@ def build_pair(data: Path, size: int, out: Path) -> tuple[Path, Path]:
         o = np.asarray(Image.open(data / "volkov-s1s2" / "opt" / name).convert("RGB")).transpose(2, 0, 1)
         s = ndi.shift(np.asarray(Image.open(data / "volkov-s1s2" / "sar" / name).convert("L"), np.float32),
                       (dy, dx), order=1, mode="reflect")
-        if n >= len(frags):  # a second use of a fragment: mirrored, so no two blocks are identical
+        use = n // len(frags)  # a fragment used again is mirrored (left-right, up-down, both): no two blocks alike
+        if use % 2:
             o, s = o[:, :, ::-1], s[:, ::-1]
+        if use // 2 % 2:
+            o, s = o[:, ::-1], s[::-1]
         r, c = divmod(n, k)
         opt[:, r * FRAGMENT:(r + 1) * FRAGMENT, c * FRAGMENT:(c + 1) * FRAGMENT] = o
         sarc[r * FRAGMENT:(r + 1) * FRAGMENT, c * FRAGMENT:(c + 1) * FRAGMENT] = s

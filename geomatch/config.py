@@ -89,8 +89,8 @@ class MatchConfig:
     # neighbourhoods, and `cascade_weight` is the matcher's share of the combined score.
     mode: str = "search"  # search | cascade
     proposer: str = "cfog"
-    top_k: int = 2
-    cascade_weight: float = 0.5
+    top_k: int = 2  # top_k and cascade_weight: chosen on volkov-s1s2 validation pairs (benchmarks/cascade.md)
+    cascade_weight: float = 0.25
 
 
 @dataclass(frozen=True)

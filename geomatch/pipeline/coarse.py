@@ -75,6 +75,10 @@ class Initial:
     confident: bool = False  # the peak passed the confidence test (no fine check needed)
     alternatives: list[Hypothesis] = field(default_factory=list)  # in doubt: distinct hypotheses, best first
 
+    def json_details(self) -> dict:
+        """``details`` for a JSON summary: a ratio with no positive runner-up (infinite) becomes null."""
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self.details.items()}
+
 
 def _values(lo: float, hi: float, step: float) -> np.ndarray:
     if hi <= lo or step <= 0:

@@ -213,7 +213,7 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
         "points_kept": kept,
         "model": model_info,
         "coarse": {"method": initial.method, "score": float(initial.score), "affine": affine.tolist(),
-                   "confident": initial.confident, "details": initial.details},
+                   "confident": initial.confident, "details": initial.json_details()},
         "verdict": run_verdict(gdf, model_info, initial, pair.overlap, cfg.filter).as_dict(),
         "tiles": len(tiles),
         "keypoints": {"candidates": sum(len(k) for k in found), "budget": cfg.detect.max_points,

@@ -3,10 +3,12 @@
 import json
 
 import geopandas as gpd
+import pytest
 
 from geomatch.cli.main import cli
 
 
+@pytest.mark.slow
 def test_demo_runs_writes_outputs_and_measures_error(runner, tmp_path):
     out = tmp_path / "demo"
     result = runner.invoke(cli, ["demo", "--out", str(out), "--json"])
