@@ -135,9 +135,11 @@ def gefolki(data: Path, work: Path, tiepoints: Path | None) -> dict:
             both = np.isfinite(gc) & np.isfinite(pc)
             rows[f"register vs gdalwarp, order {order} (max px)"] = round(float(np.max(
                 np.hypot(gc - pc, gr - pr)[both])), 4)
-    kept = len(kept_points(read_tiepoints(tiepoints))[0])
-    return {"kept_points": kept, "same_grid_as_optical": same_grid, "register_seconds": round(seconds, 1),
-            "residual": rows, "models": models}
+    ref, tgt = kept_points(read_tiepoints(tiepoints))
+    point_err = gefolki_errors(fix, ref[:, 0], ref[:, 1], tgt[:, 0], tgt[:, 1])
+    return {"kept_points": len(ref), "points_median_px": round(float(np.median(point_err)), 3),
+            "same_grid_as_optical": same_grid, "register_seconds": round(seconds, 1), "residual": rows,
+            "models": models}
 
 
 def _truth_gefolki(fix, cc, rr):
@@ -203,9 +205,9 @@ def markdown(result: dict) -> str:
              "Command: `" + result["command"] + "`", ""]
     if "gefolki" in result:
         g = result["gefolki"]
-        lines += [f"## GeFolki S2 / warped S1 ({g['kept_points']} kept tie points; output on the optical grid: "
-                  f"{g['same_grid_as_optical']})", "", "| correction | median px | p90 px | RMSE px |",
-                  "|---|---|---|---|"]
+        lines += [f"## GeFolki S2 / warped S1 ({g['kept_points']} kept tie points, their median error "
+                  f"{g['points_median_px']:.2f} px; output on the optical grid: {g['same_grid_as_optical']})", "",
+                  "| correction | median px | p90 px | RMSE px |", "|---|---|---|---|"]
         for name, s in g["residual"].items():
             if isinstance(s, dict):
                 lines.append(f"| {name} | {s['median_px']:.2f} | {s['p90_px']:.2f} | {s['rmse_px']:.2f} |")
@@ -234,7 +236,7 @@ def markdown(result: dict) -> str:
                   f"Model {m['order']} on {m['points']} kept points: fit median {m['fit']['median_px']:.2f} px, "
                   f"leave-one-out median {m['check']['median_px']:.2f} px; on the optical grid: "
                   f"{g['same_grid_as_optical']}; valid output fraction {g['valid_fraction']}; median kept shift "
-                  f"{g['kept_shift_abs_m_median']} m.", ""]
+                  f"{g['kept_shift_abs_m_median']:.1f} m (the `shift_abs_m` column; `shift_abs` is in degrees).", ""]
     return "\n".join(lines) + "\n"
 
 

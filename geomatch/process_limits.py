@@ -14,14 +14,23 @@ GDAL's block cache defaults to 5 % of RAM (1.2 GB on a 24 GB machine), which a r
 into. A tile's reads (two rasters, a 512 px core plus halo and search margin, striped files read whole rows)
 need tens of MB, so 256 MB keeps the row of tiles being read cached with room to spare. A ``GDAL_CACHEMAX``
 the user set in the environment wins.
+
+Freed memory: glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which
+tile-sized arrays come from per-thread heaps that keep what is freed; at 10980 px that retention was half the
+peak RSS (2.1 GB against 1.2 GB with a fixed threshold, benchmarks/scale.md). A fixed 128 KiB threshold, as
+``MALLOC_MMAP_THRESHOLD_=131072`` would set it, gives large arrays back when they are freed; a threshold the
+user set wins.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import ctypes
+from dataclasses import dataclass, replace
 
 GDAL_CACHE_BYTES = 256 * 2**20
+MMAP_THRESHOLD_BYTES = 128 * 2**10
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,7 @@ class Layout:
     tasks: int  # dask threads of a local run
     engine: int  # threads each scoring call may use
     gdal_cache_bytes: int | None  # None: the user's GDAL_CACHEMAX
+    mmap_threshold: int | None = None  # glibc's, once applied; None: not glibc, or the user's
 
 
 def cores() -> int:
@@ -70,5 +80,15 @@ def apply() -> Layout:
         threadpool_limits(limits=layout.engine)
         if layout.gdal_cache_bytes is not None:
             set_gdal_config("GDAL_CACHEMAX", layout.gdal_cache_bytes)
-        _applied = layout
+        _applied = replace(layout, mmap_threshold=_fix_mmap_threshold())
     return _applied
+
+
+def _fix_mmap_threshold() -> int | None:
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return MMAP_THRESHOLD_BYTES if libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 else None
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
+        return None

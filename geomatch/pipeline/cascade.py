@@ -13,14 +13,14 @@ disk go to the network with their 3x3 neighbourhoods (the sub-pixel fit needs th
 gets ``w * network + (1 - w) * proposer`` (w = ``cascade_weight``). If the best combined offset is on the
 rim of its 3x3 block, its missing neighbours are scored once more (at most 5), so a keypoint costs at most
 ``9 * top_k + 5`` network evaluations. The ratio is the best other proposal's combined score over the
-chosen one's (with a single proposal, the proposer's own runner-up over its peak). Why: the network alone is 20-30x the cost of NCC (issue 9) and its
-scores saturate on unseen sensors; the classical surface knows where the few plausible peaks are, the
-network which of them is right.
+chosen one's (with a single proposal, the proposer's own runner-up over its peak). Why: the network alone
+is 20-30x the cost of NCC (issue 9) and its scores saturate on unseen sensors; the classical surface knows
+where the few plausible peaks are, the network which of them is right. Measured: benchmarks/cascade.md.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
 
 import numpy as np
 
@@ -32,21 +32,25 @@ CLIMB_EVALS = 5  # most new neighbours one step off a 3x3 block's centre can nee
 
 
 def dense_matcher(name: str, params: dict, role: str | None = None):
-    """The built matcher ``name`` if it scores densely, else None (or, with ``role``, a ConfigError naming it)."""
-    key = tuple(sorted((k, repr(v)) for k, v in params.items()))
+    """The built matcher ``name`` if it scores densely, else None (or, with ``role``, a ConfigError naming it).
+
+    Built once per process and options (tiles on threads or dask workers share it: it holds no state)."""
     if not hasattr(registry.load("matchers", name), "correlate"):
         if role is None:
             return None
         dense = [n for n in registry.names("matchers") if hasattr(registry.load("matchers", n), "correlate")]
         raise ConfigError(f"{role} = {name!r} cannot score a search window densely; use one of: {', '.join(dense)}")
-    return _build(name, key, tuple(params.items()))
+    key = (name, tuple(sorted((k, repr(v)) for k, v in params.items())))
+    with _LOCK:
+        if key not in _BUILT:
+            from geomatch.models.factory import build_matcher
+
+            _BUILT[key] = build_matcher(name, params=dict(params)).eval()
+        return _BUILT[key]
 
 
-@lru_cache(maxsize=8)
-def _build(name: str, key: tuple, items: tuple):
-    from geomatch.models.factory import build_matcher
-
-    return build_matcher(name, params=dict(items)).eval()
+_BUILT: dict[tuple, object] = {}
+_LOCK = threading.Lock()
 
 
 def surface(optical, opt_valid, sar, sar_valid, w: Windows, dense) -> np.ndarray:

@@ -1,9 +1,10 @@
 """CFOG channels for a stack of images, and their correlation of patches against search windows, by FFT.
 
-The representation (Ye et al., 2019) for every stage that uses it: the coarse stage's
-:func:`geomatch.pipeline.cfog.descriptors` is :func:`channels` on one image (a test checks they agree), and
-the fine search's dense matchers call it once per tile image; :func:`channels_torch` is its differentiable
-twin for patch-pair scoring. Vectorised over a leading axis (a stack of patches is one pass, not a loop).
+The representation (Ye et al., 2019) for every stage that uses it: the coarse stage computes it on its
+overview (:mod:`geomatch.pipeline.coarse_surface`), the fine search's dense matchers once per tile image;
+the ``cfog`` matcher plugin carries a differentiable PyTorch twin for patch-pair scoring (a test holds them
+equal). Vectorised over a leading axis (a stack of patches is one pass, not a loop). NumPy/SciPy only, so
+the coarse stage does not import torch.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F  # noqa: N812
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
-from geomatch.pipeline.cfog import N_ORIENT, SIGMA
+N_ORIENT = 8
+SIGMA = 1.0  # spatial smoothing of the channels, pixels of the image they are computed on
 
 
 def erosion_px(sigma: float = SIGMA) -> int:
@@ -59,74 +59,6 @@ def channels(img: np.ndarray, valid: np.ndarray, sigma: float = SIGMA) -> tuple[
     mean = ch.sum((2, 3)) / np.maximum(n_in, 1)[:, None]
     ch -= mean[:, :, None, None] * inner[:, None]
     return ch.reshape(*lead, N_ORIENT, h, w).astype(np.float32, copy=False), inner.reshape(*lead, h, w)
-
-
-def channels_torch(img: torch.Tensor, valid: torch.Tensor, sigma: float = SIGMA) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`channels` in PyTorch: the same values (a test holds them equal), differentiable in ``img`` and
-    traceable, for a patch-pair score that must train, export and check like any matcher's.
-
-    Why both: on this project's CPU the SciPy filters run 5-7x faster than PyTorch's on whole tiles, and the
-    search only needs values; the Matcher contract needs gradients and an ONNX graph. Filters follow SciPy's
-    ``gaussian_filter`` (truncate 4, mode "reflect") and NumPy's ``gradient`` and ``median``.
-    """
-    lead = img.shape[:-2]
-    h, w = img.shape[-2:]
-    x = img.reshape(-1, h, w).float()
-    ok = valid.reshape(-1, h, w).bool()
-    n = x.shape[0]
-    okf = ok.float()
-    cnt = okf.sum((1, 2))
-    fill = torch.where(cnt > 0, (x * okf).sum((1, 2)) / cnt.clamp(min=1), torch.zeros_like(cnt))
-    x = _smooth(torch.where(ok, x, fill[:, None, None]), 0.7)
-    gy, gx = _gradient(x, 1), _gradient(x, 2)
-    th = torch.pi * torch.arange(N_ORIENT, dtype=torch.float64) / N_ORIENT
-    cos, sin = torch.cos(th).float()[None, :, None, None], torch.sin(th).float()[None, :, None, None]
-    ch = torch.abs(cos * gx[:, None] + sin * gy[:, None])
-    ch = _smooth(ch.reshape(n * N_ORIENT, h, w), sigma).reshape(n, N_ORIENT, h, w)
-    # Across orientation, [1, 2, 1] with wrap-around: neighbouring bins share a little.
-    ch = 0.5 * ch + 0.25 * (torch.roll(ch, 1, 1) + torch.roll(ch, -1, 1))
-    norm = torch.sqrt((ch * ch).sum(1) + 1e-30)  # + tiny: a finite gradient where all channels vanish
-    e = erosion_px(sigma)
-    outside = F.pad((~ok).float()[:, None], (e, e, e, e), value=1.0)
-    outside = F.max_pool2d(F.max_pool2d(outside, (1, 2 * e + 1), stride=1), (2 * e + 1, 1), stride=1)
-    inner = outside[:, 0] == 0
-    n_in = inner.sum((1, 2))
-    floor = torch.where(n_in > 0, 0.1 * _masked_median(norm, inner, n_in), torch.full_like(norm[:, 0, 0], 1e-6))
-    ch = ch / (norm[:, None] + floor[:, None, None, None] + 1e-12) * inner[:, None]
-    mean = ch.sum((2, 3)) / n_in.clamp(min=1)[:, None]
-    ch = ch - mean[:, :, None, None] * inner[:, None]
-    return ch.reshape(*lead, N_ORIENT, h, w), inner.reshape(*lead, h, w)
-
-
-def _masked_median(x: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    """NumPy's median of each image's masked values (mean of the two middle ones), by one sort: traceable."""
-    srt = torch.where(mask, x, torch.full_like(x, float("inf"))).flatten(1).sort(1).values
-    lo = srt.gather(1, ((count - 1) // 2).clamp(min=0)[:, None])
-    hi = srt.gather(1, (count // 2).clamp(max=srt.shape[1] - 1)[:, None])
-    return torch.where(count > 0, 0.5 * (lo + hi)[:, 0], torch.zeros_like(lo[:, 0]))
-
-
-def _gradient(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """NumPy's ``gradient`` along ``dim``: central differences inside, one-sided at the two ends."""
-    n = x.shape[dim]
-    inner = (x.narrow(dim, 2, n - 2) - x.narrow(dim, 0, n - 2)) / 2
-    first = x.narrow(dim, 1, 1) - x.narrow(dim, 0, 1)
-    last = x.narrow(dim, n - 1, 1) - x.narrow(dim, n - 2, 1)
-    return torch.cat([first, inner, last], dim)
-
-
-def _smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """SciPy's ``gaussian_filter`` over the last two axes of (B, h, w): truncate 4, edges reflected (d c b a | a b)."""
-    r = int(4.0 * sigma + 0.5)
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    k = (k / k.sum()).tolist()
-    y = x
-    for dim in (-1, -2):
-        # Shifted slices, weighted: a 1-D kernel this short runs faster so than as a convolution on CPU.
-        size = y.shape[dim]
-        padded = torch.cat([y.narrow(dim, 0, r).flip(dim), y, y.narrow(dim, size - r, r).flip(dim)], dim)
-        y = sum(wt * padded.narrow(dim, j, size) for j, wt in enumerate(k))
-    return y
 
 
 def _box_sums(x: np.ndarray, p: int) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Why: a local search radius of a dozen pixels cannot absorb a 100-pixel shift or a 15-degree rotation. This
 stage searches shift (by FFT correlation), rotation and scale (by brute force over ``cfg``'s ranges) on a
-modality-robust representation (:mod:`geomatch.pipeline.cfog`), so the fine search starts close and samples
+modality-robust representation (:mod:`geomatch.pipeline.coarse_surface`), so the fine search starts close and samples
 its patches through the found rotation and scale.
 
 Ranges are hard limits: no rotation, scale or shift outside them is returned, refinement included. A peak on
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from geomatch.pipeline.cfog import SIGMA, Level, make_level, score_surface, similarity
+from geomatch.pipeline.coarse_surface import SIGMA, Level, make_level, score_surface, similarity
 
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 N_ALTERNATIVES = 3  # distinct hypotheses handed to the fine check when the coarse peak is in doubt

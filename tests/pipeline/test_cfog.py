@@ -13,11 +13,11 @@ from geomatch.config import MatchConfig
 from geomatch.errors import ConfigError
 from geomatch.models.runtime import build_scorer
 from geomatch.pipeline.cascade import CLIMB_EVALS
-from geomatch.pipeline.cfog import descriptors
-from geomatch.pipeline.cfog_features import channels, channels_torch, crop_correlation
+from geomatch.pipeline.cfog_features import channels, crop_correlation
 from geomatch.pipeline.run import run_pipeline
 from geomatch.pipeline.search import match_points
 from geomatch_plugins.detectors.corners import Harris
+from geomatch_plugins.matchers.cfog import channels_torch
 from tests.factories import make_pair
 
 PATCH = 32
@@ -48,14 +48,14 @@ def _match(pair, scorer, cfg):
     return match_points(optical, sar, np.ones(optical.shape, bool), sar_ok, kps, np.eye(2, 3), scorer, cfg)
 
 
-def test_stacked_channels_are_the_coarse_stage_descriptors():
+def test_stacked_channels_are_each_images_channels():
     rng = np.random.default_rng(0)
     img = rng.random((3, 60, 70)).astype(np.float32)
     valid = np.ones(img.shape, bool)
     valid[1, :12] = False  # a masked band changes the fill, the erosion and the median floor of that image only
     stack, inner = channels(img, valid)
     for i in range(3):
-        one, one_inner = descriptors(img[i], valid[i])
+        one, one_inner = channels(img[i], valid[i])
         np.testing.assert_allclose(stack[i], one, atol=1e-6)
         assert np.array_equal(inner[i], one_inner)
     # The differentiable twin the patch-pair score uses: the same values.

@@ -1,7 +1,7 @@
-"""Dense CFOG-like descriptors and their masked FFT correlation: the coarse stage's score surface.
+"""The coarse stage's score surface: masked FFT correlation of CFOG channels over shift, per rotation/scale.
 
-Representation: CFOG-like dense channels (Ye et al., 2019): absolute directional derivatives at
-``N_ORIENT`` orientations, smoothed in space and across orientation, L2-normalised per pixel. The absolute
+Representation: CFOG-like dense channels (Ye et al., 2019; :mod:`geomatch.pipeline.cfog_features`): absolute
+directional derivatives, smoothed in space and across orientation, L2-normalised per pixel. The absolute
 value makes them blind to contrast reversal (vegetation is dark in VIS and bright in NIR; SAR and optical
 disagree in sign everywhere), and the per-pixel normalisation makes them blind to the local gain.
 """
@@ -15,8 +15,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
-N_ORIENT = 8
-SIGMA = 1.0  # spatial smoothing of the descriptor channels, overview pixels
+from geomatch.pipeline.cfog_features import SIGMA, channels
 
 
 def downsample(img: np.ndarray, valid: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,27 +30,6 @@ def downsample(img: np.ndarray, valid: np.ndarray, f: int) -> tuple[np.ndarray, 
     cnt = v.sum((1, 3))
     mean = x.sum((1, 3)) / np.maximum(cnt, 1)
     return mean, cnt == f * f
-
-
-def descriptors(img: np.ndarray, valid: np.ndarray, sigma: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(C, h, w) float32 CFOG-like channels, zeroed outside the (eroded) valid area and zero-mean inside it."""
-    fill = img[valid].mean() if valid.any() else 0.0
-    x = ndi.gaussian_filter(np.where(valid, img, fill).astype(np.float32), 0.7)
-    gy, gx = np.gradient(x)
-    th = np.pi * np.arange(N_ORIENT, dtype=np.float32) / N_ORIENT
-    ch = np.abs(np.cos(th)[:, None, None] * gx + np.sin(th)[:, None, None] * gy)
-    ch = ndi.gaussian_filter(ch, (0, sigma, sigma))
-    # Across orientation, [1, 2, 1] with wrap-around: neighbouring bins share a little.
-    ch = 0.5 * ch + 0.25 * (np.roll(ch, 1, 0) + np.roll(ch, -1, 0))
-    norm = np.sqrt((ch * ch).sum(0))
-    grow = 2 * (int(math.ceil(2 * sigma)) + 2) + 1
-    inner = ndi.minimum_filter(valid.astype(np.uint8), size=grow, mode="constant", cval=0).astype(bool)
-    floor = 0.1 * np.median(norm[inner]) if inner.any() else 1e-6
-    ch /= norm + floor + 1e-12
-    ch *= inner
-    if inner.any():
-        ch -= (ch.sum((1, 2)) / inner.sum())[:, None, None] * inner
-    return ch, inner
 
 
 class Correlator:
@@ -114,7 +92,7 @@ class Level:
 def make_level(optical, optical_valid, sar, sar_valid, f: int) -> Level:
     o_img, o_ok = downsample(optical, optical_valid, f)
     s_img, s_ok = downsample(sar, sar_valid, f)
-    ref, inner = descriptors(o_img, o_ok, SIGMA)
+    ref, inner = channels(o_img, o_ok, SIGMA)
     return Level(ref, inner, s_img, s_ok)
 
 
@@ -157,7 +135,7 @@ def score_surface(level: Level, lin: np.ndarray, radius: float, around=None, exc
     warped, ok = _warp(level.sar, level.sar_valid, lin, centre, (h, w))
     if ok.sum() < 64:
         return None
-    desc, inner = descriptors(warped, ok, SIGMA)
+    desc, inner = channels(warped, ok, SIGMA)
     corr = level.correlator(max(radius, pad or 0.0))
     uv = corr.uv
     allowed = (uv[0] ** 2 + uv[1] ** 2) <= radius**2
