@@ -24,8 +24,8 @@ user set wins.
 
 from __future__ import annotations
 
-import os
 import ctypes
+import os
 from dataclasses import dataclass, replace
 
 GDAL_CACHE_BYTES = 256 * 2**20

@@ -48,6 +48,32 @@ print(json.dumps({"first": first.engine, "same": first is again, "torch": torch.
     assert got["gdal"] == GDAL_CACHE_BYTES
 
 
+RETENTION = """
+import os, sys, numpy as np
+from geomatch import process_limits
+if sys.argv[1] == "apply":
+    assert process_limits.apply().mmap_threshold == process_limits.MMAP_THRESHOLD_BYTES
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+big = np.ones(16 * 2**20 // 8)
+del big  # freeing a 16 MB block raises glibc's dynamic mmap threshold to 16 MB
+base = rss()
+blocks = [np.ones(2 * 2**20 // 8) for _ in range(200)]  # 400 MB of tile-sized arrays
+last = blocks[-1]
+del blocks  # all freed but the last
+print(rss() - base)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator: Linux only")
+def test_freed_tile_sized_arrays_go_back_to_the_system():
+    def retained(mode):
+        out = subprocess.run([sys.executable, "-c", RETENTION, mode], capture_output=True, text=True, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+
+    assert retained("plain") > 300  # what a run kept before: the freed blocks stay in the heap
+    assert retained("apply") < 50
+
+
 def test_a_local_run_uses_the_layouts_task_threads(tmp_path, monkeypatch):
     from geomatch.pipeline import run as run_mod
     from tests.factories import make_pair

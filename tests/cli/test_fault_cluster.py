@@ -3,24 +3,18 @@ matches a tile. The scheduler gives its tiles to the other, and the tie points e
 
 from __future__ import annotations
 
-import json
-import shutil
 import signal
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from loopback import DASK, loopback_cluster, wait_for
 
 from geomatch import config
 from geomatch.pipeline.run import run_pipeline
 from tests.factories import make_pair
 
 distributed = pytest.importorskip("distributed")
-DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
 if DASK is None:
     pytest.skip("the `dask` command (dask.distributed's CLI) is not installed", allow_module_level=True)
 
@@ -28,41 +22,10 @@ CFG = {"match.plugin": "ncc", "match.params": {"absolute": True}, "tiles.size": 
        "match.search_radius": 20.0}
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def cluster(tmp_path):
-    sched_file = tmp_path / "scheduler.json"
-    common = ["--no-dashboard"]
-    procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file",
-                               str(sched_file), *common], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    _wait_for(lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler file")
-    address = json.loads(sched_file.read_text())["address"]
-    workers = {}
-    for name in ("w1", "w2"):
-        workers[name] = subprocess.Popen(
-            [DASK, "worker", address, "--name", name, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",
-             *common], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs += list(workers.values())
-    try:
+    with loopback_cluster(tmp_path / "cluster") as (address, workers):
         yield address, workers
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 @pytest.mark.slow
@@ -71,7 +34,7 @@ def test_killed_worker_changes_no_tie_point(cluster, tmp_path):
     pair = make_pair(tmp_path, shift=(2.3, -1.4), size=(200, 200), seed=3)
     cfg = config.load("default", CFG)
     with distributed.Client(address, timeout=30) as client:
-        _wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 120, "two workers")
+        wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 120, "two workers")
         names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
         result: dict = {}
         runner = threading.Thread(target=lambda: result.update(r=run_pipeline(pair.optical, pair.sar, cfg,
@@ -81,7 +44,7 @@ def test_killed_worker_changes_no_tie_point(cluster, tmp_path):
         def w1_busy():
             return any(names.get(a) == "w1" and keys for a, keys in client.processing().items())
 
-        _wait_for(w1_busy, 300, "a tile on worker w1")
+        wait_for(w1_busy, 300, "a tile on worker w1")
         workers["w1"].kill()  # SIGKILL: no goodbye to the scheduler
         runner.join(600)
         assert not runner.is_alive(), "the run did not finish after the worker was killed"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 from factories import make_pair, make_tiepoints
+from gdal_tools import gdal_sample
 from PIL import Image
 
 from geomatch import registry
@@ -24,16 +25,7 @@ from geomatch.pipeline.warp import source_positions
 SHIFT = (4.0, -3.0)  # optical pixels: optical p shows up in the SAR at p + SHIFT
 
 
-def _gdal_sample(name: str) -> list[str] | None:
-    """A GDAL sample script (osgeo_utils.samples) runnable by a Python that has GDAL's bindings, if any."""
-    for python in ("/usr/bin/python3", shutil.which("python3")):
-        if python and subprocess.run([python, "-c", f"import osgeo_utils.samples.{name}"],
-                                     capture_output=True).returncode == 0:
-            return [python, "-m", f"osgeo_utils.samples.{name}"]
-    return None
-
-
-_COG_VALIDATOR = _gdal_sample("validate_cloud_optimized_geotiff")
+_COG_VALIDATOR = gdal_sample("validate_cloud_optimized_geotiff")
 
 
 def _grid_points(n_cols=5, n_rows=4, w=400, h=300):

@@ -13,6 +13,7 @@ import pyogrio
 import pytest
 import rasterio
 from factories import make_pair, make_tiepoints, optical_transform
+from gdal_tools import gdal_sample
 from rasterio.crs import CRS
 from rasterio.transform import from_gcps
 from rasterio.warp import Resampling, reproject
@@ -25,17 +26,7 @@ from geomatch.pipeline.schema import COLUMNS, SCHEMA_VERSION, add_shift_columns,
 from geomatch.pipeline.writer import RUN_FIELDS, Writer, atomic_output, writer_for, writer_suffixes
 from geomatch_plugins.writers.qgis import HEADER, QGISPointsWriter, write_qgis_points
 
-
-def _gdal_sample(name: str) -> list[str] | None:
-    """A GDAL sample script (osgeo_utils.samples, Debian's python3-gdal) with a Python that can run it."""
-    for python in ("/usr/bin/python3", shutil.which("python3")):
-        if python and subprocess.run([python, "-c", f"import osgeo_utils.samples.{name}"],
-                                     capture_output=True).returncode == 0:
-            return [python, "-m", f"osgeo_utils.samples.{name}"]
-    return None
-
-
-GPKG_VALIDATOR = _gdal_sample("validate_gpkg")
+GPKG_VALIDATOR = gdal_sample("validate_gpkg")
 needs_ogrinfo = pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="GDAL's ogrinfo is not installed here")
 
 
