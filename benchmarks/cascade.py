@@ -2,6 +2,8 @@
 
     nice python benchmarks/cascade.py validation   # chooses top_k and cascade_weight (volkov-s1s2 pairs)
     nice python benchmarks/cascade.py gefolki       # reports the chosen cascade beside the three others
+    nice python benchmarks/cascade.py floors        # each matcher's score floor (validation pairs)
+    nice python benchmarks/cascade.py floors_gefolki   # GeFolki with filter.min_score = "auto"
 
 Writes benchmarks/cascade.json (both parts, merged) and benchmarks/cascade.md (its tables; `render` redoes
 only that) and prints one row per matcher: kept points, median error, share under 1 px, network (or
@@ -170,9 +172,104 @@ def gefolki(chosen_sets: dict) -> dict:
     return {"rows": rows}
 
 
+FLOORS = tuple(round(f, 2) for f in np.arange(0.40, 0.801, 0.01))
+SWEPT = ("ncc", "cfog")  # the classes that carry their own floor; rrlnet keeps the Matcher default
+
+
+def _filtered(gdf, cfg, floor, errors, max_ratio=None) -> dict:
+    """The run's points re-filtered at ``floor`` (all three levels redone, as the pipeline would)."""
+    from dataclasses import replace
+
+    from geomatch.pipeline.filters import flag_outliers
+
+    filt = replace(cfg.filter, min_score=floor, **({} if max_ratio is None else {"max_ratio": max_ratio}))
+    df, _ = flag_outliers(gdf.drop(columns=[c for c in ("outlier", "residual_px") if c in gdf]), filt)
+    kept = df[df["outlier"] == 0]
+    err = np.asarray(errors(kept), float)
+    return {"floor": floor, "kept": int(len(kept)), "under_1px": int((err < 1.0).sum()),
+            "median_px": float(np.median(err)) if len(err) else None,
+            "within_1px": float(np.mean(err < 1.0)) if len(err) else None}
+
+
+def sweep_row(optical, sar, sets: dict, errors) -> dict:
+    """One run with no score floor, then every floor of FLOORS applied to its points."""
+    evals = []
+    inner = run_mod.match_points
+
+    def counting(*a, **k):
+        df = inner(*a, **k)
+        evals.extend(df["n_evals"].tolist())
+        return df
+
+    cfg = config.load("default", {"write.plot": False, **sets, "filter.min_score": -1.0})
+    run_mod.match_points = counting
+    try:
+        res = run_mod.run_pipeline(str(optical), str(sar), cfg)
+    finally:
+        run_mod.match_points = inner
+    gdf = res.gdf
+    if os.environ.get("CASCADE_KEEP"):  # the raw points, for looking further (e.g. at max_ratio) without rerunning
+        keep = Path(os.environ["CASCADE_KEEP"])
+        keep.mkdir(parents=True, exist_ok=True)
+        n = len(list(keep.glob("*.pkl")))
+        gdf.drop(columns="geometry", errors="ignore").to_pickle(keep / f"{n:02d}.pkl")
+    auto = config.load("default", {k: v for k, v in sets.items() if k != "pair.sar_scale"}).filter.min_score
+    ratio = gdf["ratio"].to_numpy(float)
+    return {"sets": sets, "found": int(len(gdf)), "auto_floor": auto,
+            "score_median": float(np.median(gdf["score"])), "ratio_median": float(np.median(ratio)),
+            "ratio_over_max": float(np.mean(ratio > cfg.filter.max_ratio)),
+            "evals_per_keypoint": float(np.mean(evals)) if evals else 0.0,
+            "match_s": round(float(res.summary["timings_s"]["match"]), 2),
+            "sweep": [_filtered(gdf, cfg, f, errors) for f in FLOORS],
+            "at_auto": _filtered(gdf, cfg, auto, errors),
+            "at_auto_no_ratio": _filtered(gdf, cfg, auto, errors, max_ratio=1.0),
+            "at_0.6": _filtered(gdf, cfg, 0.6, errors)}
+
+
+def floors() -> dict:
+    """Validation only: a floor per matcher from the sweep of one unfiltered run each."""
+    prior = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    casc = prior.get("validation", {}).get("chosen_sets") or cascade_sets(2, 0.25)
+    rows = []
+    for sid in VALIDATION:
+        with tempfile.TemporaryDirectory() as tmp:
+            optical, sar, errors, rec = validation_pair(sid, Path(tmp))
+            for name, sets in {**BASELINES, "cascade": casc}.items():
+                row = {"pair": sid, "row": name, **sweep_row(optical, sar, {"pair.sar_scale": "db", **sets}, errors)}
+                print(json.dumps({k: v for k, v in row.items() if k != "sweep"}), flush=True)
+                rows.append(row)
+
+    def total(name, floor):
+        return sum(next(x for x in r["sweep"] if x["floor"] == floor)["under_1px"] for r in rows if r["row"] == name)
+
+    # Rule: the floor keeping the most points under 1 px summed over the validation pairs; ties: the higher one.
+    chosen = {n: max(FLOORS, key=lambda f, n=n: (total(n, f), f)) for n in (*BASELINES, "cascade")}
+    return {"validation": rows, "chosen": chosen, "cascade_sets": casc, "floors": [FLOORS[0], FLOORS[-1], 0.01],
+            "rule": "most kept points under 1 px summed over the validation pairs; ties: the higher floor"}
+
+
+def floors_gefolki(casc: dict) -> list[dict]:
+    """GeFolki, reported only: the four rows as a user runs them, filter.min_score = "auto"."""
+    from gefolki_fixture import build_gefolki, gefolki_errors
+
+    gef = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fix = build_gefolki(DATA, Path(tmp))
+
+        def gerr(kept):
+            return gefolki_errors(fix, kept["ref_col"], kept["ref_row"], kept["tgt_col"], kept["tgt_row"])
+
+        for name, sets in {**BASELINES, "cascade": casc}.items():
+            row = {"row": name, "min_score": config.load("default", sets).filter.min_score,
+                   **run_row(fix.optical, fix.sar, sets, gerr)}
+            print(json.dumps(row), flush=True)
+            gef.append(row)
+    return gef
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=("validation", "gefolki", "render"))
+    ap.add_argument("part", choices=("validation", "gefolki", "floors", "floors_gefolki", "render"))
     a = ap.parse_args()
     sys.path.insert(0, str(HERE))
     out = json.loads(OUT.read_text()) if OUT.is_file() else {}
@@ -182,6 +279,12 @@ def main() -> None:
     t = time.perf_counter()
     if a.part == "validation":
         out["validation"] = validation()
+    elif a.part == "floors":
+        out["floors"] = floors()
+    elif a.part == "floors_gefolki":
+        if "floors" not in out:
+            raise SystemExit("run `benchmarks/cascade.py floors` first: the floors come from it")
+        out["floors_gefolki"] = floors_gefolki(out["floors"]["cascade_sets"])
     else:
         if "validation" not in out:
             raise SystemExit("run `benchmarks/cascade.py validation` first: the cascade's parameters come from it")
@@ -243,7 +346,53 @@ def render(out: dict) -> str:
                          f"{slower:.1f}x NCC's, {by['rrlnet']['match_s'] / c['match_s']:.1f}x faster than RRL-Net.")
         lines += ["", "So it is the default." if all(verdicts) else
                   "So it ships as an option (`--set match.mode=cascade`), not as the default.", ""]
+    lines += _render_floors(out)
     return "\n".join(lines)
+
+
+def _render_floors(out: dict) -> list[str]:
+    fl = out.get("floors")
+    if not fl:
+        return []
+    lines = [f"## Score floors per matcher (`{out.get('floors_command')}`)", "",
+             "`filter.min_score = \"auto\"` (the default) takes the matcher class's `min_score`; the cascade mixes its "
+             "two floors by `cascade_weight` as it mixes the scores. One unfiltered run per row on the validation "
+             f"pairs above, re-filtered (all three levels) at every floor {fl['floors'][0]}-{fl['floors'][1]} "
+             f"step {fl['floors'][2]}. Rule: {fl['rule']}. Chosen: "
+             + ", ".join(f"{n} {f:.2f}" for n, f in fl["chosen"].items())
+             + f" (only {', '.join(SWEPT)} set a floor of their own; rrlnet keeps the Matcher default). "
+             "`ratio > max` is the share of found points that fail the ambiguity test (`max_ratio`); `no ratio` "
+             "the kept points at the auto floor with that test off. The sections above were recorded with the shared "
+             "floor 0.6 for every matcher (the `at 0.6` column).", "",
+             "| pair | row | floor (auto) | kept | median | under 1 px | at 0.6: kept / median / under 1 px | "
+             "score median | ratio median | ratio > max | no ratio: kept / under 1 px |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+    for r in fl["validation"]:
+        a, b, c = r["at_auto"], r["at_0.6"], r["at_auto_no_ratio"]
+        med = lambda x: "–" if x["median_px"] is None else f"{x['median_px']:.2f} px"  # noqa: E731
+        lines.append(f"| {r['pair']} | {r['row']} | {r['auto_floor']:.3f} | {a['kept']} | {med(a)} | "
+                     f"{a['under_1px']} | {b['kept']} / {med(b)} / {b['under_1px']} | {r['score_median']:.3f} | "
+                     f"{r['ratio_median']:.3f} | {100 * r['ratio_over_max']:.0f} % | {c['kept']} / {c['under_1px']} |")
+    gef = out.get("floors_gefolki")
+    if gef:
+        lines += ["", f"GeFolki warped pair at `filter.min_score = \"auto\"` (`{out.get('floors_gefolki_command')}`; "
+                  "reported, never used to choose):", ""]
+        lines += _table(gef, lambda r: f"{r['row']} (floor {r['min_score']:.3f})")
+    lines += ["", "Against NCC and the default (rrlnet), on kept points AND median error, at the auto floors:", ""]
+    where = [(sid, {r["row"]: r["at_auto"] | {"match_s": r["match_s"]} for r in fl["validation"] if r["pair"] == sid})
+             for sid in VALIDATION]
+    where += [("GeFolki", {r["row"]: r for r in gef})] if gef else []
+    for name, by in where:
+        for cand in ("cfog", "cascade"):
+            c = by[cand]
+            lost = [b for b in ("ncc", "rrlnet")
+                    if not (c["kept"] > by[b]["kept"] and c["median_px"] < by[b]["median_px"])]
+            lines.append(f"- {name}: {cand} {'beats both' if not lost else 'does not beat ' + ' nor '.join(lost)} "
+                         f"(kept {c['kept']} vs {by['ncc']['kept']} / {by['rrlnet']['kept']}, median "
+                         f"{c['median_px']:.2f} vs {by['ncc']['median_px']:.2f} / {by['rrlnet']['median_px']:.2f} px; "
+                         f"match stage {c['match_s'] / by['ncc']['match_s']:.1f}x NCC's)")
+    lines.append("")
+    return lines
 
 
 if __name__ == "__main__":

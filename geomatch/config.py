@@ -95,7 +95,12 @@ class MatchConfig:
 
 @dataclass(frozen=True)
 class FilterConfig:
-    min_score: float = 0.6
+    """``min_score``: a score floor on the matcher's own scale. "auto" (the default) takes the matcher class's
+    ``min_score`` (geomatch.models.base.Matcher; in cascade mode the two floors mixed by cascade_weight, as the
+    scores are), resolved by :func:`build`; a number given wins. Why: CFOG's (zncc + 1) / 2 over 8 channels sits
+    lower than NCC's or a network's for the same match (benchmarks/cascade.md, score floors)."""
+
+    min_score: float | str = "auto"
     max_ratio: float = 0.95
     local_radius_px: float = 150.0
     local_max_dev_px: float = 3.0
@@ -202,6 +207,8 @@ def _coerce(where: str, value: Any, hint: Any) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if isinstance(value, str) and str in inner:
+            return value  # a keyword such as "auto"; build() checks it
         return _coerce(where, value, inner[0])
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -286,7 +293,33 @@ def build(data: dict, overrides: dict | None = None, source: str = "<dict>") -> 
     for stage, cls in STAGES.items():
         # Defaults go through the same check so an uninstalled default plugin is caught early.
         kwargs.setdefault(stage, _build_stage(stage, cls, {}))
+    # "auto" stays as given: resolving it asks the matcher class, which imports torch, and a config is loaded
+    # (and checked) before any heavy import. run_pipeline resolves it once the scorer exists.
+    _check_min_score(kwargs["filter"].min_score)
     return PipelineConfig(**kwargs)
+
+
+def resolve_min_score(value: float | str, match: MatchConfig) -> float:
+    """``filter.min_score`` as a number: a number as given; "auto" the matcher's own floor (its class's
+    ``min_score``), and in cascade mode ``w * matcher's + (1 - w) * proposer's``, w = cascade_weight."""
+    if not isinstance(value, str):
+        return value
+    _check_min_score(value)
+    floor = _class_floor(match.plugin)
+    if match.mode == "cascade":
+        w = match.cascade_weight
+        floor = w * floor + (1 - w) * _class_floor(match.proposer)
+    return round(floor, 6)
+
+
+def _check_min_score(value: float | str) -> None:
+    if isinstance(value, str) and value != "auto":
+        raise ConfigError(f"[filter] min_score = {value!r} is not valid; give a number "
+                          f"{range_text('filter', 'min_score')} or \"auto\" (the matcher's own floor)")
+
+
+def _class_floor(name: str) -> float:
+    return float(registry.load("matchers", name).min_score)  # a Matcher subclass: the registry checks it
 
 
 def shipped_pipelines() -> dict[str, Path]:

@@ -41,6 +41,10 @@ class Matcher(nn.Module):
     paper: ClassVar[str] = ""
     optimizer: ClassVar[str] = "nadam"  # nadam | adam, as the original trained it
     HEADS: ClassVar[dict[str, str]] = {"main": "bce"}
+    # The tie-point filter's score floor on this matcher's own scale (``filter.min_score = "auto"``): a score
+    # below it is taken for a weak peak. Subclasses whose scores live on another scale set their own, chosen
+    # on validation scenes (benchmarks/cascade.md, floors).
+    min_score: ClassVar[float] = 0.6
     # Submodule attribute names that only training uses; prune() deletes them.
     TRAINING_ONLY: ClassVar[tuple[str, ...]] = ()
 

@@ -165,6 +165,11 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
     scorer = build_scorer(cfg.match.plugin, cfg.match.weights, cfg.match.device, cfg.match.batch_size,
                           params=dict(cfg.match.params))
     match = _match_in_pixels(cfg.match, pair.optical_res)
+    # The record keeps the pipeline as given ("auto" floors too: batch reruns compare it); the run filters with
+    # the matcher's resolved floor, which asks the matcher class and so waits for the scorer.
+    given = cfg
+    cfg = replace(cfg, filter=replace(cfg.filter, min_score=config.resolve_min_score(cfg.filter.min_score,
+                                                                                     cfg.match)))
     timings["pair"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -216,6 +221,7 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
                    "confident": initial.confident, "details": initial.json_details()},
         "verdict": run_verdict(gdf, model_info, initial, pair.overlap, cfg.filter).as_dict(),
         "tiles": len(tiles),
+        "filter_min_score": float(cfg.filter.min_score),
         "keypoints": {"candidates": sum(len(k) for k in found), "budget": cfg.detect.max_points,
                       "chosen": sum(len(k) for k in chosen)},
         "timings_s": timings,
@@ -226,7 +232,7 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
         "run_id": uuid.uuid4().hex,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "geomatch_version": __version__,
-        "pipeline_toml": config.to_toml(cfg),
+        "pipeline_toml": config.to_toml(given),
         "inputs": pair.describe(),
         "scorer": scorer.describe(),  # resolved: the file may say weights/device "auto"
         "versions": _versions(),

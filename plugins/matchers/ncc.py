@@ -19,6 +19,8 @@ class NCC(Matcher):
     name = "ncc"
     paper = "zero-mean normalised cross-correlation (classical baseline)"
     HEADS = {"main": "bce"}
+    # The floor keeping the most points under 1 px on the volkov-s1s2 validation pairs (benchmarks/cascade.md).
+    min_score = 0.53
 
     def __init__(self, config: MatcherConfig | None = None, window: int | None = None, sigma: float | None = None,
                  eps: float = 1e-6, absolute: bool = False, **kwargs):
