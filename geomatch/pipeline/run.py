@@ -87,7 +87,9 @@ class _CountingScorer:
         from tqdm import tqdm
 
         self._scorer = scorer
-        self.bar = tqdm(desc="patch pairs scored", unit="pair", unit_scale=True, leave=False, position=1)
+        # Redrawn on every batch: tqdm's default 0.1 s throttle hides a short one-tile run's progress entirely.
+        self.bar = tqdm(desc="patch pairs scored", unit="pair", unit_scale=True, leave=False, position=1,
+                        mininterval=0, miniters=1)
 
     def __getattr__(self, name):
         if name == "_scorer":  # not yet set (copying): no recursion

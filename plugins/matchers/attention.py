@@ -38,7 +38,7 @@ class MGLA(nn.Module):
         return self.conv_h.kernel_size[0], self.conv_w.kernel_size[0], self.conv_c.kernel_size[0]
 
     @staticmethod
-    def _softmax_like(m: torch.Tensor) -> torch.Tensor:
+    def _softmax_over_map(m: torch.Tensor) -> torch.Tensor:
         # One softmax over every entry of each sample's map; flatten(1) keeps an empty batch legal.
         return torch.softmax(m.flatten(1), dim=1).view_as(m)
 
@@ -46,9 +46,9 @@ class MGLA(nn.Module):
         return torch.sigmoid(conv(z.unsqueeze(1))).squeeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = self._softmax_like(x.mean(dim=1))  # (B, H, W): weights over positions
-        beta = self._softmax_like(x.mean(dim=2))  # (B, C, W): weights for pooling each row
-        gamma = self._softmax_like(x.mean(dim=3))  # (B, C, H): weights for pooling each column
+        alpha = self._softmax_over_map(x.mean(dim=1))  # (B, H, W): weights over positions
+        beta = self._softmax_over_map(x.mean(dim=2))  # (B, C, W): weights for pooling each row
+        gamma = self._softmax_over_map(x.mean(dim=3))  # (B, C, H): weights for pooling each column
         a_c = self._gate(self.conv_c, torch.einsum("bchw,bhw->bc", x, alpha))
         a_h = self._gate(self.conv_h, torch.einsum("bchw,bcw->bh", x, beta))
         a_w = self._gate(self.conv_w, torch.einsum("bchw,bch->bw", x, gamma))

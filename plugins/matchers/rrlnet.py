@@ -94,7 +94,7 @@ class ReconstructionDecoder(nn.Module):
 
 
 class RRLNet(FILFamily):
-    """Robust representation learning matcher with MLPP; optical is the first ("VIS") branch."""
+    """Relational representation learning matcher (RRL-Net) with MLPP; optical is the first ("VIS") branch."""
 
     name = "rrlnet"
     paper = "Yu et al., RRL-Net, arXiv 2403.11751 (Information Fusion)"
