@@ -31,6 +31,11 @@ AUTO_ORDER_CUDA = ("autocast", "eager")
 PARITY_TOL = 1e-4
 AUTOCAST_TOL = 1e-2
 PARITY_BATCH = 4
+# Pairs per ONNX Runtime call. Small batches keep a narrow net's activations in cache: on the project's 2-core
+# CPU RRL-Net w0.25 scored 1,140 pairs/s in calls of 32 against 855 in calls of 256 (the pipeline's batch), and
+# w1.0 198 against 183; 16 was no faster than 32 (benchmarks/engine_profile.md). Parameter-free matchers (NCC,
+# CFOG) do little work per pair, so per-call overhead dominates: they keep one call per batch.
+ONNX_CALL_PAIRS = 32
 
 Engine = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -78,7 +83,8 @@ def _onnx_engine(model, weights_sha256: str | None) -> Engine:
     cache = _onnx_cache_dir() if weights_sha256 else None
     cached = None
     if cache is not None:
-        key = f"{model.name}-{weights_sha256[:16]}-g{__version__}-t{torch.__version__}-o{DEFAULT_OPSET}-optimised"
+        # "-r2": MGLA's matmul form; a file exported from an earlier graph of the same version is not reused.
+        key = f"{model.name}-{weights_sha256[:16]}-g{__version__}-t{torch.__version__}-o{DEFAULT_OPSET}-optimised-r2"
         cached = cache / (re.sub(r"[^A-Za-z0-9_.-]", "_", key) + ".onnx")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()  # follow the process's thread budget, as torch does
@@ -99,8 +105,16 @@ def _onnx_engine(model, weights_sha256: str | None) -> Engine:
                 log.debug("cannot cache ONNX export at %s: %s", cached, exc)
         session = ort.InferenceSession(data, opts, providers=providers)
 
+    call_pairs = ONNX_CALL_PAIRS if any(True for _ in model.parameters()) else None
+
     def run(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
-        return session.run(None, {"optical": optical, "sar": sar})[0].astype(np.float32, copy=False)
+        if call_pairs is None or len(optical) <= call_pairs:
+            return session.run(None, {"optical": optical, "sar": sar})[0].astype(np.float32, copy=False)
+        out = np.empty(len(optical), dtype=np.float32)
+        for start in range(0, len(optical), call_pairs):
+            part = slice(start, start + call_pairs)
+            out[part] = session.run(None, {"optical": optical[part], "sar": sar[part]})[0]
+        return out
 
     return run
 
