@@ -30,6 +30,7 @@ from geomatch.pipeline.schema import add_shift_columns, empty_frame, to_geodataf
 from geomatch.pipeline.search import match_points
 from geomatch.pipeline.tiling import Tile, halo_for, plan_tiles
 from geomatch.pipeline.verdict import run_verdict
+from geomatch.pipeline.writer import writer_for
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
     writer = plan = None
     if output is not None:
         # Every file the run writes, checked before any work, not after an hour of it (geomatch.preflight).
-        plan = preflight.plan_outputs(output, fmt or cfg.write.plugin, cfg.write.plot if plot is None else plot)
+        plan = preflight.plan_outputs(output, writer_for(output, fmt), cfg.write.plot if plot is None else plot)
         preflight.check_outputs(plan, preflight.run_inputs(optical, sar, cfg), overwrite)
         writer = registry.load("writers", plan.writer)()
         output = plan.table
