@@ -33,23 +33,26 @@ class Trial:
         return {"label": self.label, "consistent": self.consistent, "matched": self.matched}
 
 
-def quick_pass(optical, optical_valid, sar, sar_valid, scale: float, affine: np.ndarray, cfg, scorer,
+def _quick_keypoints(optical, optical_valid, cfg, patch: int):
+    """The quick pass's keypoints: the same for every hypothesis, so detected once."""
+    detector = registry.load("detectors", cfg.detect.plugin)(**cfg.detect.params)
+    return detector.detect(optical, optical_valid, max_points=QUICK_POINTS, cell_size=cfg.detect.cell_size,
+                           min_contrast=cfg.detect.min_contrast, border=patch // 2)
+
+
+def quick_pass(optical, optical_valid, sar, sar_valid, kps, scale: float, affine: np.ndarray, cfg, scorer,
                radius_px: float) -> tuple[int, int]:
-    """(consistent, matched) tie points of a fine pass on the overview arrays for one full-resolution affine.
+    """(consistent, matched) tie points of a fine pass on the float32 overview arrays for one full-resolution
+    affine, at keypoints ``kps`` (:func:`_quick_keypoints`).
 
     ``cfg`` is the PipelineConfig, ``radius_px`` the fine search radius in full-resolution pixels; on an
     overview of ``scale`` full-resolution pixels per pixel both the affine's shift and the radius shrink.
     """
-    ov_affine = np.hstack([affine[:, :2], affine[:, 2:] / scale])
-    patch = scorer.patch_size
-    detector = registry.load("detectors", cfg.detect.plugin)(**cfg.detect.params)
-    kps = detector.detect(np.asarray(optical, np.float32), optical_valid, max_points=QUICK_POINTS,
-                          cell_size=cfg.detect.cell_size, min_contrast=cfg.detect.min_contrast, border=patch // 2)
     if len(kps) == 0:
         return 0, 0
+    ov_affine = np.hstack([affine[:, :2], affine[:, 2:] / scale])
     match = replace(cfg.match, search_radius=max(4.0, radius_px / scale), search_units="px")
-    df = match_points(np.asarray(optical, np.float32), np.asarray(sar, np.float32), optical_valid, sar_valid, kps,
-                      ov_affine, scorer, match)
+    df = match_points(optical, sar, optical_valid, sar_valid, kps, ov_affine, scorer, match)
     if df.empty:
         return 0, 0
     df, info = flag_outliers(df, cfg.filter)
@@ -66,13 +69,12 @@ def settle_initial(optical, optical_valid, sar, sar_valid, scale: float, cfg, sc
     initial = estimate_initial(optical, optical_valid, sar, sar_valid, cfg.coarse, scale, radius_px)
     if initial.confident or not initial.alternatives:
         return initial
-    hyps = [(f"candidate {i + 1}", h) for i, h in enumerate(initial.alternatives)]
-    trials = []
-    for label, h in hyps:
-        trials.append(Trial(label, h.affine, *quick_pass(optical, optical_valid, sar, sar_valid, scale, h.affine,
-                                                           cfg, scorer, radius_px)))
-    trials.append(Trial("identity", IDENTITY.copy(), *quick_pass(optical, optical_valid, sar, sar_valid, scale,
-                                                                 IDENTITY, cfg, scorer, radius_px)))
+    hyps = [(f"candidate {i + 1}", h.affine) for i, h in enumerate(initial.alternatives)]
+    opt32, sar32 = np.asarray(optical, np.float32), np.asarray(sar, np.float32)
+    kps = _quick_keypoints(opt32, optical_valid, cfg, scorer.patch_size)
+    trials = [Trial(label, affine, *quick_pass(opt32, optical_valid, sar32, sar_valid, kps, scale, affine, cfg,
+                                               scorer, radius_px))
+              for label, affine in [*hyps, ("identity", IDENTITY.copy())]]
     # Ties go to the earlier trial: the higher coarse peak, the identity last.
     best = max(range(len(trials)), key=lambda i: (trials[i].consistent, -i))
     details = dict(initial.details)
@@ -82,7 +84,7 @@ def settle_initial(optical, optical_valid, sar, sar_valid, scale: float, cfg, sc
     if chosen.label == "identity" or chosen.consistent < MIN_CONSISTENT:
         return Initial(IDENTITY.copy(), 0.0, f"{initial.method}; fine check kept the identity ({summary})", details,
                        alternatives=initial.alternatives)
-    c = hyps[best][1].candidate
+    c = initial.alternatives[best].candidate
     details.update(rotation_deg=c.rotation_deg, scale=c.scale, peak=c.peak, chosen_by="fine check",
                    shift_px=centre_shift(chosen.affine, np.shape(optical), scale))
     method = (f"cfog search, {chosen.label} of {len(hyps)} chosen by a quick fine pass ({summary}): rotation "

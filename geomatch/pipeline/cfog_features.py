@@ -61,7 +61,7 @@ def channels(img: np.ndarray, valid: np.ndarray, sigma: float = SIGMA) -> tuple[
     return ch.reshape(*lead, N_ORIENT, h, w).astype(np.float32, copy=False), inner.reshape(*lead, h, w)
 
 
-def _box_sums(x: np.ndarray, p: int) -> np.ndarray:
+def box_sums(x: np.ndarray, p: int) -> np.ndarray:
     """(N, W, W) -> (N, W-p+1, W-p+1): the sum over each p x p crop (integral image, float64)."""
     n, hh, ww = x.shape
     c = np.zeros((n, hh + 1, ww + 1))
@@ -91,8 +91,8 @@ def crop_correlation(patches: np.ndarray, windows: np.ndarray, chunk: int = 64) 
         na = np.sqrt((pa * pa).sum((1, 2, 3)))
         spec = np.conj(sfft.rfft2(pa, s=(size, size), workers=1)) * sfft.rfft2(wi, s=(size, size), workers=1)
         num = sfft.irfft2(spec.sum(1), s=(size, size), workers=1)[:, :g, :g]
-        s1 = _box_sums(wi.sum(1), p)
-        s2 = _box_sums((wi * wi).sum(1), p)
+        s1 = box_sums(wi.sum(1), p)
+        s2 = box_sums((wi * wi).sum(1), p)
         var = np.clip(s2 - s1 * s1 / cp2, 0.0, None)
         den = na[:, None, None] * np.sqrt(var)
         with np.errstate(divide="ignore", invalid="ignore"):

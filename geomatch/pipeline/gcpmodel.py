@@ -168,11 +168,14 @@ def fit(ref, tgt, order: str) -> GCPModel:
     back = _to_optical_px(ref, tgt)
     smoothing = None
     if order == "tps":
-        scores = {s: _stats(_block_cv(ref, tgt, order, back, s))["median_px"] for s in _TPS_SMOOTHING}
+        blocks = {s: _block_cv(ref, tgt, order, back, s) for s in _TPS_SMOOTHING}
+        scores = {s: _stats(b)["median_px"] for s, b in blocks.items()}
         smoothing = min(scores, key=lambda s: (np.nan_to_num(scores[s], nan=np.inf), -s))
+        block_px = blocks[smoothing]
+    else:
+        block_px = _block_cv(ref, tgt, order, back, smoothing)
     model = _fit_raw(ref, tgt, order, smoothing)
     fit_px, check_px = _residuals(model, ref, tgt, back), _loo(ref, tgt, order, back, smoothing)
-    block_px = _block_cv(ref, tgt, order, back, smoothing)
     model.info = {"order": order, "points": int(len(ref)), "fit": _stats(fit_px), "check": _stats(check_px),
                   "blocks": _stats(block_px), "fit_px": fit_px.tolist(), "check_px": check_px.tolist(),
                   "blocks_px": block_px.tolist()}

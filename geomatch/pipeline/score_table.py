@@ -16,6 +16,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage as ndi
 
+from geomatch.pipeline.cfog_features import box_sums
 from geomatch.pipeline.patches import sample_patches
 
 # Least-squares fit of f = a + b x + c y + d x^2 + e x y + f y^2 over the 3x3 neighbourhood.
@@ -123,11 +124,7 @@ class Evaluator:
 
 def _window_all_valid(valid_windows: np.ndarray, p: int) -> np.ndarray:
     """(N, B, B) bool -> (N, B-P+1, B-P+1): whether each P x P crop is entirely valid (integral image)."""
-    n, b, _ = valid_windows.shape
-    c = np.zeros((n, b + 1, b + 1), np.int32)
-    c[:, 1:, 1:] = valid_windows.astype(np.int32).cumsum(1).cumsum(2)
-    tot = c[:, p:, p:] - c[:, :-p, p:] - c[:, p:, :-p] + c[:, :-p, :-p]
-    return tot == p * p
+    return box_sums(valid_windows, p) == p * p  # float64 counts: exact
 
 
 def best_in_disk(scores: np.ndarray, in_disk: np.ndarray) -> np.ndarray:
