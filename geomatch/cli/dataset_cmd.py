@@ -35,7 +35,12 @@ def dataset():
 @click.option("--min-contrast", type=float, default=0.02, show_default=True)
 @click.option("--detector", default="harris", show_default=True, help="Detector plugin.")
 @click.option("--hard-fraction", type=float, default=0.5, show_default=True,
-              help="Share of negatives that are hard (the SAR patch 8-24 px off the true point).")
+              help="Share of negatives that are hard (the SAR patch a few pixels off the true point).")
+@click.option("--hard-offset", type=float, nargs=2, default=(2.0, 16.0), show_default=True, metavar="MIN MAX",
+              help="Offset range of the hard negatives, in patch pixels (what the fine search has to reject).")
+@click.option("--zoom", type=float, nargs=2, default=(1.0, 1.0), show_default=True, metavar="MIN MAX",
+              help="Scale augmentation: cut each pair at a zoom log-uniform in [MIN, MAX] scene pixels per patch "
+                   "pixel (e.g. 0.5 2 for weights that tolerate half to twice the scenes' GSD).")
 @click.option("--val-fraction", type=float, default=0.2, show_default=True,
               help="Share of the valid pixels of the (unassigned) source images that goes to validation, whole "
                    "images (optical-sar: whole places).")
@@ -51,7 +56,8 @@ def dataset():
 @overwrite_opt
 @json_opt
 def build(preset, source, pairs, pair_list, out_dir, patch_size, max_points, cell_size, min_contrast, detector,
-          hard_fraction, val_fraction, seed, overwrite, as_json, data_dir=None, test_fraction=0.15,
+          hard_fraction, val_fraction, seed, overwrite, as_json, data_dir=None, hard_offset=(2.0, 16.0),
+          zoom=(1.0, 1.0), test_fraction=0.15,
           exclude=("gefolki",), include=()):
     """Cut 64x64 patch pairs (published format: uint8 (N, 2, P, P) + labels) from co-registered image pairs.
 
@@ -71,7 +77,8 @@ def build(preset, source, pairs, pair_list, out_dir, patch_size, max_points, cel
     if preset == "optical-sar" or data_dir:
         manifest = _optical_sar(preset, source, pairs, pair_list, data_dir, out_dir, BuildConfig(
             patch_size=patch_size, cell_size=cell_size, min_contrast=min_contrast, detector=detector,
-            hard_fraction=hard_fraction), seed, max_points, val_fraction, test_fraction, overwrite, exclude,
+            hard_fraction=hard_fraction, hard_offset=tuple(hard_offset), zoom=tuple(zoom)), seed, max_points,
+            val_fraction, test_fraction, overwrite, exclude,
             include)
         return _report(manifest, out_dir, as_json)
     if include:
@@ -87,7 +94,8 @@ def build(preset, source, pairs, pair_list, out_dir, patch_size, max_points, cel
     else:
         sources = [SourcePair(o, s) for o, s in pairs] + (read_pair_list(pair_list) if pair_list else [])
     cfg = BuildConfig(patch_size=patch_size, max_points=max_points, cell_size=cell_size, min_contrast=min_contrast,
-                      detector=detector, hard_fraction=hard_fraction, val_fraction=val_fraction, seed=seed)
+                      detector=detector, hard_fraction=hard_fraction, hard_offset=tuple(hard_offset),
+                      zoom=tuple(zoom), val_fraction=val_fraction, seed=seed)
     manifest = build_dataset(sources, out_dir, cfg, layout=preset or "dir", overwrite=overwrite,
                              progress=progress_enabled())
     return _report(manifest, out_dir, as_json)

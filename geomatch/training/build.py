@@ -9,8 +9,14 @@ keypoint,
   affine the SAR patch is resampled (bilinear) through ``M`` around ``M @ p``, so the two patches show the
   same ground pixel for pixel, in the optical patch's orientation;
 - one **negative**, balanced 1:1 with the positives: with probability ``hard_fraction`` a *hard* one (the SAR
-  patch at the point offset by 8-24 px in a random direction), otherwise a *random* one (the SAR patch at
-  another keypoint of the same image at least a patch half-width away).
+  patch at the point offset by ``hard_offset`` (default 2-16) patch pixels in a random direction: what the fine
+  search has to reject), otherwise a *random* one (the SAR patch at another keypoint of the same image at least
+  a patch half-width away).
+
+With ``zoom`` = (lo, hi) other than (1, 1), each keypoint's pair (positive and negative) is cut at one zoom z,
+log-uniform in [lo, hi]: both patches sample the scene on a grid of z pixels per patch pixel (Gaussian
+pre-filtered where z > 1, so the patch shows what a coarser sensor would), so the weights learn to tolerate
+ground sampling distances from lo to hi times the scenes'. The manifest records the range.
 
 Everything random comes from ``seed`` (one stream per source), so a rebuild gives the same files. Images
 given without a split go to train or validation whole (``val_fraction`` of their valid pixels), by the one
@@ -52,7 +58,8 @@ class BuildConfig:
     min_contrast: float = 0.02  # skip patches whose grey std (0-1 units) is below this
     detector: str = "harris"
     hard_fraction: float = 0.5  # share of negatives that are hard (nearby offsets)
-    hard_offset: tuple[float, float] = (8.0, 24.0)  # pixels
+    hard_offset: tuple[float, float] = (2.0, 16.0)  # patch pixels
+    zoom: tuple[float, float] = (1.0, 1.0)  # scene pixels per patch pixel, log-uniform per keypoint
     val_fraction: float = 0.2  # share of the unassigned source images that go to validation
     seed: int = 0
 
@@ -67,7 +74,15 @@ class BuildConfig:
             raise InputError(f"--val-fraction {self.val_fraction} must be in [0, 1)")
         lo, hi = self.hard_offset
         if not 0 < lo <= hi:
-            raise InputError(f"hard offsets {self.hard_offset} must satisfy 0 < min <= max")
+            raise InputError(f"--hard-offset {lo:g} {hi:g} must satisfy 0 < min <= max")
+        zlo, zhi = self.zoom
+        if not 0.25 <= zlo <= zhi <= 4:
+            raise InputError(f"--zoom {zlo:g} {zhi:g} must satisfy 0.25 <= min <= max <= 4")
+
+    @property
+    def reach(self) -> float:
+        """Scene pixels from a patch centre to its edge at the largest zoom (what must be valid)."""
+        return self.patch_size / 2 * max(1.0, self.zoom[1])
 
 
 @dataclass
@@ -78,6 +93,7 @@ class _Plan:
     target: np.ndarray  # (K, 2) in the optical frame; mapped through the affine when sampled
     labels: np.ndarray
     kinds: np.ndarray
+    zoom: np.ndarray  # (K,) scene pixels per patch pixel
     keypoints: int = 0
     valid_px: int = 0  # pixels valid in both images: the source's weight in the split
 
@@ -109,9 +125,8 @@ def _detect(opt: np.ndarray, valid: np.ndarray, cfg: BuildConfig):
     from geomatch import registry
 
     detector = registry.load("detectors", cfg.detector)()
-    half = cfg.patch_size // 2
     return detector.detect(opt, valid, max_points=cfg.max_points, cell_size=cfg.cell_size,
-                           min_contrast=cfg.min_contrast, border=half)
+                           min_contrast=cfg.min_contrast, border=int(np.ceil(cfg.reach)))
 
 
 def plan_source(src: SourcePair, opt: np.ndarray, sar: np.ndarray, vo: np.ndarray, vs: np.ndarray,
@@ -121,17 +136,20 @@ def plan_source(src: SourcePair, opt: np.ndarray, sar: np.ndarray, vo: np.ndarra
     kp = _detect(opt, valid, cfg)
     xy = np.column_stack([np.asarray(kp.x, float), np.asarray(kp.y, float)])
     # A hard negative's centre must have its whole patch valid too: the detector's own window rule.
-    window_ok = ndi.minimum_filter(valid.astype(np.uint8), size=cfg.patch_size, mode="constant", cval=0) > 0
+    size = 2 * int(np.ceil(cfg.reach))
+    window_ok = ndi.minimum_filter(valid.astype(np.uint8), size=size, mode="constant", cval=0) > 0
     h, w = valid.shape
-    half = cfg.patch_size // 2
+    half = size // 2
     n = len(xy)
     kinds_neg = np.where(rng.random(n) < cfg.hard_fraction, HARD_NEG, RANDOM_NEG)
+    zlo, zhi = cfg.zoom
+    zoom = np.exp(rng.uniform(np.log(zlo), np.log(zhi), n)) if zhi > zlo else np.full(n, zlo)
     neg_target = np.empty((n, 2))
     for i in range(n):
         placed = False
         if kinds_neg[i] == HARD_NEG:
             for _ in range(8):
-                r = rng.uniform(*cfg.hard_offset)
+                r = rng.uniform(*cfg.hard_offset) * zoom[i]
                 a = rng.uniform(0, 2 * np.pi)
                 q = np.round(xy[i] - 0.5 + r * np.array([np.cos(a), np.sin(a)])) + 0.5
                 qc, qr = int(q[0] - 0.5), int(q[1] - 0.5)
@@ -147,13 +165,14 @@ def plan_source(src: SourcePair, opt: np.ndarray, sar: np.ndarray, vo: np.ndarra
                 continue
             neg_target[i] = xy[rng.choice(far)]
     keep = kinds_neg >= 0
-    xy, neg_target, kinds_neg = xy[keep], neg_target[keep], kinds_neg[keep]
+    xy, neg_target, kinds_neg, zoom = xy[keep], neg_target[keep], kinds_neg[keep], zoom[keep]
     m = len(xy)
     return _Plan(
         optical=np.concatenate([xy, xy]),
         target=np.concatenate([xy, neg_target]),
         labels=np.concatenate([np.ones(m, np.uint8), np.zeros(m, np.uint8)]),
         kinds=np.concatenate([np.full(m, POSITIVE, np.int8), kinds_neg.astype(np.int8)]),
+        zoom=np.concatenate([zoom, zoom]),
         keypoints=m,
         valid_px=int(valid.sum()),
     )
@@ -161,11 +180,11 @@ def plan_source(src: SourcePair, opt: np.ndarray, sar: np.ndarray, vo: np.ndarra
 
 def cut_patches(src: SourcePair, opt: np.ndarray, sar: np.ndarray, plan: _Plan, patch_size: int) -> np.ndarray:
     """(K, 2, P, P) uint8 patches for a plan."""
-    from geomatch.pipeline.patches import sample_patches
+    from geomatch.pipeline.patches import sample_zoomed
 
-    a = sample_patches(opt, plan.optical, patch_size)
-    linear = None if src.affine is None else src.affine[:, :2]
-    b = sample_patches(sar, _to_target(src.affine, plan.target), patch_size, linear=linear)
+    lin = np.eye(2) if src.affine is None else src.affine[:, :2]
+    a = sample_zoomed(opt, plan.optical, patch_size, plan.zoom)
+    b = sample_zoomed(sar, _to_target(src.affine, plan.target), patch_size, plan.zoom, linear=lin)
     pairs = np.stack([a, b], axis=1) * 255.0
     return np.clip(np.round(pairs), 0, 255).astype(np.uint8)
 
@@ -228,7 +247,7 @@ def build_dataset(sources: list[SourcePair], out_dir: str | Path, config: BuildC
         "format_version": 1,
         "layout": layout,
         "geomatch": __version__,
-        "config": {**asdict(cfg), "hard_offset": list(cfg.hard_offset)},
+        "config": {**asdict(cfg), "hard_offset": list(cfg.hard_offset), "zoom": list(cfg.zoom)},
         "splits": manifest_splits,
         "sources": [
             {"name": s.name, "optical": str(s.optical), "sar": str(s.sar),

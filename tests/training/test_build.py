@@ -194,3 +194,52 @@ def test_real_vis_nir_positives_correspond(data_dir, tmp_path):
         grad = np.hypot(*np.gradient(x.astype(float), axis=(2, 3)))
         c = ncc(grad[:, 0], grad[:, 1])
         assert c[y == 1].mean() > c[y == 0].mean() + 0.15, name
+
+
+def test_zoomed_pairs_correspond_and_show_a_coarser_ground(tmp_path):
+    """With --zoom 2 2 each patch spans twice the scene: positives still correspond, and a patch equals the
+    scene filtered and sampled every 2 px (so a net trained on it sees a sensor of twice the GSD)."""
+    opt = texture(320, seed=7)
+    save_png(tmp_path / "opt.png", opt)
+    save_png(tmp_path / "sar.png", opt)
+    src = [SourcePair(tmp_path / "opt.png", tmp_path / "sar.png", None, "test:z")]
+    cfg = BuildConfig(**{**CFG.__dict__, "zoom": (2.0, 2.0), "hard_fraction": 1.0})
+    manifest = build_dataset(src, tmp_path / "out", cfg)
+    assert manifest["config"]["zoom"] == [2.0, 2.0]
+    x = np.load(tmp_path / "out" / "test_z.npy").astype(float)
+    y = np.load(tmp_path / "out" / "test_z_label.npy")
+    assert len(y) > 10
+    c = ncc(x[:, 0], x[:, 1])
+    assert c[y == 1].min() > 0.99 and c[y == 0].mean() < 0.9
+    # A zoomed patch is smoother than a plain crop of the same scene: twice the ground in 64 px.
+    plain = build_dataset(src, tmp_path / "plain", CFG)
+    assert plain["config"]["zoom"] == [1.0, 1.0]
+    x1 = np.load(tmp_path / "plain" / "test_z.npy").astype(float)
+    grad = lambda a: np.abs(np.diff(a[:, 0], axis=-1)).mean()  # noqa: E731
+    assert grad(x) > 1.5 * grad(x1)
+
+
+def test_hard_offsets_lie_in_the_range_asked(tmp_path):
+    """Hard negatives sit hard_offset patch pixels off (times the zoom): 2-16 px by default."""
+    from geomatch.training.build import HARD_NEG, plan_source
+
+    opt = texture(256, seed=3) / 255.0
+    valid = np.ones(opt.shape, bool)
+    src = SourcePair("o.png", "s.png")
+    for zoom, lo, hi in [((1.0, 1.0), 2.0, 16.0), ((2.0, 2.0), 4.0, 32.0)]:
+        cfg = BuildConfig(**{**CFG.__dict__, "hard_fraction": 1.0, "zoom": zoom})
+        plan = plan_source(src, opt, opt, valid, valid, cfg, np.random.default_rng(0))
+        hard = plan.kinds == HARD_NEG
+        d = np.hypot(*(plan.target[hard] - plan.optical[hard]).T)
+        assert hard.sum() > 10
+        assert d.min() >= lo - 0.75 and d.max() <= hi + 0.75  # rounded to pixel centres
+        assert np.allclose(plan.zoom, zoom[0])
+
+
+def test_zoom_and_offset_ranges_are_checked():
+    from geomatch.errors import InputError
+
+    with pytest.raises(InputError, match="--zoom"):
+        BuildConfig(zoom=(2.0, 1.0)).check()
+    with pytest.raises(InputError, match="--hard-offset"):
+        BuildConfig(hard_offset=(0.0, 4.0)).check()
