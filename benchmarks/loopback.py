@@ -31,8 +31,11 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 @contextlib.contextmanager
-def loopback_cluster(folder: Path, names=("w1", "w2"), cwd: Path | None = None) -> Iterator[tuple[str, dict]]:
-    """Yield (scheduler address, {worker name: process}) once every worker has joined; all stopped at exit."""
+def loopback_cluster(folder: Path, names=("w1", "w2"), cwd: Path | None = None,
+                     resources: dict[str, str] | None = None) -> Iterator[tuple[str, dict]]:
+    """Yield (scheduler address, {worker name: process}) once every worker has joined; all stopped at exit.
+
+    ``resources`` gives a worker's ``--resources`` (e.g. ``{"w2": "GPU=1"}``)."""
     import distributed
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -47,7 +50,8 @@ def loopback_cluster(folder: Path, names=("w1", "w2"), cwd: Path | None = None) 
         for name in names:
             workers[name] = subprocess.Popen(
                 [DASK, "worker", address, "--name", name, "--nthreads", "1", "--nworkers", "1", "--host",
-                 "127.0.0.1", "--no-dashboard", "--local-directory", str(folder / name)], **quiet)
+                 "127.0.0.1", "--no-dashboard", "--local-directory", str(folder / name)]
+                + (["--resources", resources[name]] if resources and name in resources else []), **quiet)
         procs += list(workers.values())
         with distributed.Client(address, timeout=30) as client:
             wait_for(lambda: len(client.scheduler_info()["workers"]) == len(names), 120, "the workers")

@@ -20,6 +20,11 @@ tile-sized arrays come from per-thread heaps that keep what is freed; at 10980 p
 peak RSS (2.1 GB against 1.2 GB with a fixed threshold, benchmarks/scale.md). A fixed 128 KiB threshold, as
 ``MALLOC_MMAP_THRESHOLD_=131072`` would set it, gives large arrays back when they are freed; a threshold the
 user set wins.
+
+GPUs on a cluster: a worker started with ``--resources GPU=1`` advertises a GPU; when any worker does, the
+scoring tasks (tiles of ``run``, pairs of ``batch``) ask for one GPU each (:func:`scoring_resources`), so they run
+only there, one at a time per GPU, where the scorer's ``device = "auto"`` picks CUDA. Detection and reading go
+anywhere. Without such a worker nothing is restricted: CPU workers score.
 """
 
 from __future__ import annotations
@@ -92,3 +97,14 @@ def _fix_mmap_threshold() -> int | None:
         return MMAP_THRESHOLD_BYTES if libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 else None
     except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
         return None
+
+
+GPU_RESOURCE = "GPU"
+
+
+def scoring_resources(client) -> dict | None:
+    """``{"GPU": 1}`` when a worker of ``client``'s cluster advertises a GPU resource, else None."""
+    workers = client.scheduler_info().get("workers", {})
+    if any(w.get("resources", {}).get(GPU_RESOURCE, 0) >= 1 for w in workers.values()):
+        return {GPU_RESOURCE: 1}
+    return None

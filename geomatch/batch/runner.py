@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from geomatch import process_limits
 from geomatch.batch.manifest import BatchPair
 from geomatch.errors import GeomatchError, InputError, OutputExistsError
 from geomatch.fileio import atomic_output, check_writable, sha256_file, write_atomic
@@ -147,7 +148,11 @@ def _run_distributed(todo: list[BatchPair], overwrite: bool, scheduler: str,
     from distributed import Client, as_completed
 
     with Client(scheduler) as client:
-        futures = {client.submit(run_pair, pair, overwrite, key=f"geomatch-pair-{i}-{pair.pair_id}", pure=False): pair
+        resources = process_limits.scoring_resources(client)
+        if resources:
+            log.info("batch: pairs routed to the cluster's GPU workers (%s)", resources)
+        futures = {client.submit(run_pair, pair, overwrite, key=f"geomatch-pair-{i}-{pair.pair_id}", pure=False,
+                                 resources=resources): pair
                    for i, pair in enumerate(todo)}
         try:
             for fut in as_completed(futures):

@@ -129,3 +129,18 @@ def test_run_with_relative_paths_on_a_loopback_cluster(cluster, tmp_path, runner
     summary = json.loads(result.stdout)
     assert summary["tiles"] == 4 and summary["points_kept"] >= 5, summary
     assert len(gpd.read_file(tmp_path / "pair" / "tp.gpkg", layer="tiepoints")) == summary["points_found"]
+
+
+def test_a_worker_with_a_gpu_resource_takes_every_scoring_task(tmp_path, runner):
+    """`dask worker --resources GPU=1`: pairs are routed to it (its scorer picks CUDA where there is one); the
+    plain worker scores nothing. Without such a worker (the tests above) both workers score."""
+    _manifest(tmp_path, n_good=3)
+    with loopback_cluster(tmp_path / "cluster", cwd=tmp_path, resources={"w2": "GPU=1"}) as (address, _):
+        with distributed.Client(address, timeout=30) as client:
+            _count_model_builds(client)
+            result = runner.invoke(cli, ["batch", str(tmp_path / "pairs.csv"), "--scheduler", address, *SETS,
+                                         "--json"])
+            assert json.loads(result.stdout)["counts"] == {"done": 3, "failed": 1}, result.output
+            names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+            builds = {names[a]: n for a, n in _count_model_builds(client).items()}
+    assert builds == {"w1": 0, "w2": 1}, builds
