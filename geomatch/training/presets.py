@@ -68,8 +68,9 @@ def build_optical_sar_patches(data_dir, out_dir, seed: int = 0, per_scene: int =
 
     Scenes are split by place (:func:`split_scenes`), then ``geomatch.training.build`` cuts them: up to
     ``per_scene`` detector keypoints per scene, each giving a positive (both patches at the keypoint) and a
-    negative (hard: the SAR patch a few pixels off, ``config.hard_offset``; or random: at another keypoint). ``config`` (a BuildConfig)
-    sets the rest; its ``max_points`` and ``seed`` are replaced by ``per_scene`` and ``seed``. Writes
+    negative (hard: the SAR patch a few pixels off, ``config.hard_offset``; or random: at another keypoint).
+    ``config`` (a BuildConfig) sets the rest; its ``max_points`` and ``seed`` are replaced by ``per_scene`` and
+    ``seed``. Writes
     ``train.npy``, ``val.npy``, ``test_optical-sar.npy`` (+ ``_label.npy``) and ``manifest.json``, whose
     ``preset`` section lists the scenes of each split (val and test: whole places in no training split), pair
     counts per split and source, each scene's radiometry and alignment, a per-source ``alignment`` summary
