@@ -4,6 +4,7 @@
     nice python benchmarks/cascade.py gefolki       # reports the chosen cascade beside the three others
     nice python benchmarks/cascade.py floors        # each matcher's score floor (validation pairs)
     nice python benchmarks/cascade.py floors_gefolki   # GeFolki with filter.min_score = "auto"
+    nice python benchmarks/cascade.py ratios        # ncc's and cfog's max_ratio (cascade_ratios.py)
 
 Writes benchmarks/cascade.json (both parts, merged) and benchmarks/cascade.md (its tables; `render` redoes
 only that) and prints one row per matcher: kept points, median error, share under 1 px, network (or
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from cascade_ratios import ratios, render_ratios  # the script's own folder is on sys.path
 from rasterio.transform import from_origin
 from scipy import ndimage as ndi
 
@@ -217,7 +219,7 @@ def sweep_row(optical, sar, sets: dict, errors) -> dict:
     ratio = gdf["ratio"].to_numpy(float)
     return {"sets": sets, "found": int(len(gdf)), "auto_floor": auto,
             "score_median": float(np.median(gdf["score"])), "ratio_median": float(np.median(ratio)),
-            "ratio_over_max": float(np.mean(ratio > cfg.filter.max_ratio)),
+            "ratio_over_max": float(np.mean(ratio > config.resolve_max_ratio(cfg.filter.max_ratio, cfg.match))),
             "evals_per_keypoint": float(np.mean(evals)) if evals else 0.0,
             "match_s": round(float(res.summary["timings_s"]["match"]), 2),
             "sweep": [_filtered(gdf, cfg, f, errors) for f in FLOORS],
@@ -269,7 +271,7 @@ def floors_gefolki(casc: dict) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=("validation", "gefolki", "floors", "floors_gefolki", "render"))
+    ap.add_argument("part", choices=("validation", "gefolki", "floors", "floors_gefolki", "ratios", "render"))
     a = ap.parse_args()
     sys.path.insert(0, str(HERE))
     out = json.loads(OUT.read_text()) if OUT.is_file() else {}
@@ -281,6 +283,8 @@ def main() -> None:
         out["validation"] = validation()
     elif a.part == "floors":
         out["floors"] = floors()
+    elif a.part == "ratios":
+        out["ratios"] = ratios()
     elif a.part == "floors_gefolki":
         if "floors" not in out:
             raise SystemExit("run `benchmarks/cascade.py floors` first: the floors come from it")
@@ -346,8 +350,7 @@ def render(out: dict) -> str:
                          f"{slower:.1f}x NCC's, {by['rrlnet']['match_s'] / c['match_s']:.1f}x faster than RRL-Net.")
         lines += ["", "So it is the default." if all(verdicts) else
                   "So it ships as an option (`--set match.mode=cascade`), not as the default.", ""]
-    lines += _render_floors(out)
-    return "\n".join(lines)
+    return "\n".join(lines + _render_floors(out) + render_ratios(out))
 
 
 def _render_floors(out: dict) -> list[str]:

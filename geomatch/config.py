@@ -83,6 +83,9 @@ class MatchConfig:
     exclusion_px: float = 0.0  # runner-up must lie farther than this from the best (0: coarse_step)
     batch_size: int = 256
     device: str = "auto"  # auto | cpu | cuda[:N]
+    # fp32 | bf16 | int8: a network's scoring arithmetic; a reduced one is kept only while its scores stay within
+    # its stated tolerance of fp32 (geomatch.models.precision, benchmarks/precision.md)
+    precision: str = "fp32"
     params: dict = field(default_factory=dict)
     # search: the matcher scores the coarse-to-fine grid (a dense matcher, e.g. cfog, scores every offset);
     # cascade: the dense `proposer` scores every offset, the matcher only its `top_k` peaks and their 3x3
@@ -91,6 +94,9 @@ class MatchConfig:
     proposer: str = "cfog"
     top_k: int = 2  # top_k and cascade_weight: chosen on volkov-s1s2 validation pairs (benchmarks/cascade.md)
     cascade_weight: float = 0.25
+    # Scale-aware patches (geomatch.pipeline.gsd): "auto" samples patches at the weights' training GSD when the
+    # input's lies outside their range; "native" never resamples; a number: that GSD in metres.
+    patch_gsd: float | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -98,10 +104,16 @@ class FilterConfig:
     """``min_score``: a score floor on the matcher's own scale. "auto" (the default) takes the matcher class's
     ``min_score`` (geomatch.models.base.Matcher; in cascade mode the two floors mixed by cascade_weight, as the
     scores are), resolved by :func:`build`; a number given wins. Why: CFOG's (zncc + 1) / 2 over 8 channels sits
-    lower than NCC's or a network's for the same match (benchmarks/cascade.md, score floors)."""
+    lower than NCC's or a network's for the same match (benchmarks/cascade.md, score floors).
+
+    ``max_ratio``: the ambiguity ceiling (runner-up score / best score), "auto" or a number in (0, 1], resolved
+    and mixed the same way from the classes' ``max_ratio`` (Matcher 0.95, ncc 0.96, cfog 1.0: no ambiguity test,
+    its flat peaks put good matches' ratios near 1). The ncc and cfog values were chosen on the six volkov-s1s2
+    validation pairs 021, 062, 128, 141, 145, 164 (the optical-SAR patch set's val scenes; most kept points under
+    1 px; ``benchmarks/cascade.py ratios``, benchmarks/cascade.md, ambiguity ceilings); the networks keep 0.95."""
 
     min_score: float | str = "auto"
-    max_ratio: float = 0.95
+    max_ratio: float | str = "auto"
     local_radius_px: float = 150.0
     local_max_dev_px: float = 3.0
     model: str = "affine"  # affine | poly2
@@ -140,6 +152,7 @@ CHOICES = {
     ("pair", "resampling"): ("nearest", "bilinear", "cubic"),
     ("match", "search_units"): ("px", "m"),
     ("match", "mode"): ("search", "cascade"),
+    ("match", "precision"): ("fp32", "bf16", "int8"),
     ("filter", "model"): ("affine", "poly2"),
 }
 # Numeric ranges (low, high; None: unbounded; `low_open`: low itself excluded). A value outside them
@@ -171,8 +184,9 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None, bool]] = {
     ("match", "batch_size"): (1, None, False),
     ("match", "top_k"): (1, None, False),
     ("match", "cascade_weight"): (0, 1, False),
+    ("match", "patch_gsd"): _POSITIVE,
     ("filter", "min_score"): (-1, 1, False),
-    ("filter", "max_ratio"): (0, 1, False),
+    ("filter", "max_ratio"): (0, 1, True),
     ("filter", "local_radius_px"): _NON_NEGATIVE,  # 0 switches the neighbour check off
     ("filter", "local_max_dev_px"): _POSITIVE,
     ("filter", "ransac_threshold_px"): _POSITIVE,
@@ -296,6 +310,8 @@ def build(data: dict, overrides: dict | None = None, source: str = "<dict>") -> 
     # "auto" stays as given: resolving it asks the matcher class, which imports torch, and a config is loaded
     # (and checked) before any heavy import. run_pipeline resolves it once the scorer exists.
     _check_min_score(kwargs["filter"].min_score)
+    _check_max_ratio(kwargs["filter"].max_ratio)
+    _check_patch_gsd(kwargs["match"].patch_gsd)
     return PipelineConfig(**kwargs)
 
 
@@ -305,11 +321,24 @@ def resolve_min_score(value: float | str, match: MatchConfig) -> float:
     if not isinstance(value, str):
         return value
     _check_min_score(value)
-    floor = _class_floor(match.plugin)
+    return _class_mix("min_score", match)
+
+
+def resolve_max_ratio(value: float | str, match: MatchConfig) -> float:
+    """``filter.max_ratio`` as a number, as :func:`resolve_min_score` resolves the floor: "auto" is the class's
+    ``max_ratio``, mixed by cascade_weight in cascade mode (the ratio there is one of mixed scores)."""
+    if not isinstance(value, str):
+        return value
+    _check_max_ratio(value)
+    return _class_mix("max_ratio", match)
+
+
+def _class_mix(attr: str, match: MatchConfig) -> float:
+    value = _class_value(match.plugin, attr)
     if match.mode == "cascade":
         w = match.cascade_weight
-        floor = w * floor + (1 - w) * _class_floor(match.proposer)
-    return round(floor, 6)
+        value = w * value + (1 - w) * _class_value(match.proposer, attr)
+    return round(value, 6)
 
 
 def _check_min_score(value: float | str) -> None:
@@ -318,8 +347,20 @@ def _check_min_score(value: float | str) -> None:
                           f"{range_text('filter', 'min_score')} or \"auto\" (the matcher's own floor)")
 
 
-def _class_floor(name: str) -> float:
-    return float(registry.load("matchers", name).min_score)  # a Matcher subclass: the registry checks it
+def _check_max_ratio(value: float | str) -> None:
+    if isinstance(value, str) and value != "auto":
+        raise ConfigError(f"[filter] max_ratio = {value!r} is not valid; give a number "
+                          f"{range_text('filter', 'max_ratio')} or \"auto\" (the matcher's own ceiling)")
+
+
+def _check_patch_gsd(value: float | str) -> None:
+    if isinstance(value, str) and value not in ("auto", "native"):
+        raise ConfigError(f"[match] patch_gsd = {value!r} is not valid; give \"auto\" (the weights' own GSD), "
+                          f"\"native\" or a pixel size in metres {range_text('match', 'patch_gsd')}")
+
+
+def _class_value(name: str, attr: str) -> float:
+    return float(getattr(registry.load("matchers", name), attr))  # a Matcher subclass: the registry checks it
 
 
 def shipped_pipelines() -> dict[str, Path]:

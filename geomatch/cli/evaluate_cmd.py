@@ -19,10 +19,13 @@ from geomatch.cli.options import device_opt, emit_json, json_opt, progress_enabl
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @device_opt
 @click.option("--roc", "roc_png", type=click.Path(dir_okay=False), help="Write the ROC curves to this PNG.")
+@click.option("--reliability", "reliability_png", type=click.Path(dir_okay=False),
+              help="Write a reliability diagram per subset (10 bins, with counts and ECE) to this PNG.")
 @json_opt
-def evaluate(model_name, weights, dataset, data_dir, params, subsets, batch_size, device, roc_png, as_json):
+def evaluate(model_name, weights, dataset, data_dir, params, subsets, batch_size, device, roc_png, reliability_png,
+             as_json):
     """Score every test subset of a patch dataset: FPR95 (ROC curve, FPR interpolated at TPR = 0.95),
-    the unweighted VIS-NIR mean, accuracy at 0.5 and ROC AUC.
+    the unweighted VIS-NIR mean, accuracy at 0.5, ROC AUC and the calibration error (ECE) of the scores.
 
     \b
     Examples:
@@ -36,7 +39,7 @@ def evaluate(model_name, weights, dataset, data_dir, params, subsets, batch_size
     if weights is not None and weights.lower() == "none":
         weights = None
     report = run_evaluation(model_name, weights=weights, dataset=dataset, data_dir=data_dir, batch_size=batch_size,
-                            device=device, subsets=subsets or None, roc_png=roc_png,
+                            device=device, subsets=subsets or None, roc_png=roc_png, reliability_png=reliability_png,
                             params=parse_set_options(params, "--param", "KEY=VALUE, e.g. --param absolute=true"),
                             progress=progress_enabled())
     if as_json:

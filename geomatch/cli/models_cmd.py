@@ -139,8 +139,13 @@ def info(name, width, as_json):
 @click.option("--pair-type", "pair_types", multiple=True, help="Pair types the weights fit (repeatable).")
 @click.option("--test-scene", "test_scenes", multiple=True, help="Scene ids held out for testing (repeatable).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="plugins/weights", show_default=True)
+@click.option("--gsd", "gsd_m", type=click.FloatRange(min=0, min_open=True), metavar="METRES",
+              help="Ground sampling distance of the training chips; omit for material that is not georeferenced.")
+@click.option("--gsd-range", "gsd_range_m", type=click.FloatRange(min=0, min_open=True), nargs=2,
+              metavar="LO HI", default=None, help="GSD range the scale augmentation covered (default: --gsd alone).")
 @json_opt
-def package(checkpoint, tag, card_path, description, pair_types, test_scenes, out_dir, as_json):
+def package(checkpoint, tag, card_path, description, pair_types, test_scenes, out_dir, gsd_m, gsd_range_m,
+            as_json):
     """Ship CHECKPOINT as weights TAG: pruned, float16 where scores allow, sha256 in the index."""
     from pathlib import Path
 
@@ -148,9 +153,43 @@ def package(checkpoint, tag, card_path, description, pair_types, test_scenes, ou
 
     extra = {"test_scenes": list(test_scenes)} if test_scenes else {}
     entry = package_weights(checkpoint, tag, out_dir, description=description, pair_types=list(pair_types),
-                            card=Path(card_path).read_text(), extra=extra)
+                            card=Path(card_path).read_text(), extra=extra, gsd_m=gsd_m,
+                            gsd_range_m=gsd_range_m or None)
     if as_json:
         emit_json(entry)
     else:
         click.echo(f"{tag}: {entry['file']} {entry['dtype']} sha256 {entry['sha256']} (max score change "
                    f"{entry['max_score_change']:.1e})")
+
+
+@models.command("calibrate")
+@click.argument("checkpoint")
+@click.option("--dataset", required=True, help="A patch-set folder written by `geomatch dataset build`.")
+@click.option("--split", default="val", show_default=True,
+              help="The split to fit on: val (split by source), val_data, train or a test subset's name.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The calibrated checkpoint to write.")
+@click.option("--reliability", "reliability_png", type=click.Path(dir_okay=False),
+              help="Write reliability diagrams (before / after, 10 bins) to this PNG.")
+@click.option("--max-pairs", type=click.IntRange(min=2), help="Fit on a seeded random subset of this many pairs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@json_opt
+def calibrate(checkpoint, dataset, split, out, reliability_png, max_pairs, batch_size, overwrite, as_json):
+    """Platt-scale CHECKPOINT's score (a path or shipped tag) on a validation split and fold the scaling
+    into its main head, so every engine gives calibrated match probabilities; the metadata records it.
+
+    \b
+    Example:
+      geomatch models calibrate runs/train/best.pt --dataset data/osar2 --out runs/calibrated.pt \\
+          --reliability runs/reliability.png
+    """
+    from geomatch.models.calibration import calibrate as run_calibration
+
+    rec = run_calibration(checkpoint, dataset, out, split=split, reliability_png=reliability_png,
+                          max_pairs=max_pairs, batch_size=batch_size, overwrite=overwrite)
+    if as_json:
+        emit_json(rec)
+        return
+    click.echo(f"{rec['out']}: Platt a={rec['a']:.4f} b={rec['b']:.4f} on {rec['pairs']} {rec['split']} pairs; "
+               f"ECE {rec['ece_before']:.4f} -> {rec['ece_after']:.4f}, Brier {rec['brier_before']:.4f} -> "
+               f"{rec['brier_after']:.4f}")

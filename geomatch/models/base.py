@@ -45,6 +45,10 @@ class Matcher(nn.Module):
     # below it is taken for a weak peak. Subclasses whose scores live on another scale set their own, chosen
     # on validation scenes (benchmarks/cascade.md, floors).
     min_score: ClassVar[float] = 0.6
+    # The ambiguity test's ceiling (``filter.max_ratio = "auto"``): a runner-up peak scoring more than this share
+    # of the best is taken for an ambiguous match. A matcher with flat peaks (CFOG) sets its own, chosen on
+    # validation scenes (benchmarks/cascade.md, ratios).
+    max_ratio: ClassVar[float] = 0.95
     # Submodule attribute names that only training uses; prune() deletes them.
     TRAINING_ONLY: ClassVar[tuple[str, ...]] = ()
 

@@ -5,7 +5,9 @@ CPU runtimes: ``eager`` (PyTorch), ``channels-last`` (PyTorch, NHWC memory layou
 benchmarks/matchers.md: ONNX Runtime ahead of channels-last ahead of eager for the networks), and keeps a
 runtime only if it reproduces eager scores within ``PARITY_TOL`` on a small random batch, checked once when
 built; otherwise it logs why and tries the next. On CUDA, ``auto`` is eager under float16 autocast, kept if
-it stays within ``AUTOCAST_TOL`` of float32 (half precision cannot meet 1e-4).
+it stays within ``AUTOCAST_TOL`` of float32 (half precision cannot meet 1e-4). That is all fp32 (``autocast``
+aside); the bf16 and int8 forms of these engines (:func:`make_engine`'s ``precision``) are chosen, and checked
+against fp32 with their own tolerance, by ``geomatch.models.precision``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def engine_library(runtime: str) -> str:
     return "onnxruntime" if runtime == "onnxruntime" else "torch"
 
 
-def _torch_engine(model, device: torch.device, channels_last: bool = False, autocast: bool = False) -> Engine:
+def _torch_engine(model, device: torch.device, channels_last: bool = False,
+                  autocast: torch.dtype | None = None) -> Engine:
     model = model.to(device)
     if channels_last:
         # A copy: the eager engine built from the same model stays the untouched reference.
@@ -56,7 +59,7 @@ def _torch_engine(model, device: torch.device, channels_last: bool = False, auto
         with torch.inference_mode():
             o = torch.from_numpy(optical).to(device, non_blocking=True).contiguous(memory_format=fmt)
             s = torch.from_numpy(sar).to(device, non_blocking=True).contiguous(memory_format=fmt)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=autocast):
+            with torch.autocast(device.type, dtype=autocast or torch.float16, enabled=autocast is not None):
                 score = model(o, s)["score"]
             return score.float().cpu().numpy()
 
@@ -73,11 +76,11 @@ def _onnx_cache_dir() -> Path | None:
     return path if os.access(path, os.W_OK) else None
 
 
-def _onnx_engine(model, weights_sha256: str | None) -> Engine:
+def _onnx_engine(model, weights_sha256: str | None, int8: bool = False) -> Engine:
     import onnxruntime as ort
 
     from geomatch import __version__
-    from geomatch.models.export import DEFAULT_OPSET, onnx_bytes
+    from geomatch.models.export import DEFAULT_OPSET, int8_onnx_bytes, onnx_bytes
 
     # Only weights with a checksum can be cached: fresh initialisations differ from process to process.
     cache = _onnx_cache_dir() if weights_sha256 else None
@@ -85,6 +88,8 @@ def _onnx_engine(model, weights_sha256: str | None) -> Engine:
     if cache is not None:
         # "-r2": MGLA's matmul form; a file exported from an earlier graph of the same version is not reused.
         key = f"{model.name}-{weights_sha256[:16]}-g{__version__}-t{torch.__version__}-o{DEFAULT_OPSET}-optimised-r2"
+        if int8:  # the quantiser's output also depends on ONNX Runtime's version and the calibration recipe
+            key += f"-int8-q1-ort{ort.__version__}"
         cached = cache / (re.sub(r"[^A-Za-z0-9_.-]", "_", key) + ".onnx")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()  # follow the process's thread budget, as torch does
@@ -97,7 +102,7 @@ def _onnx_engine(model, weights_sha256: str | None) -> Engine:
         except Exception as exc:  # a truncated or foreign cache file: rebuild it
             log.debug("ignoring unusable cached ONNX file %s: %s", cached, exc)
     if session is None:
-        data = onnx_bytes(model)
+        data = int8_onnx_bytes(model) if int8 else onnx_bytes(model)
         if cached is not None:
             try:
                 write_atomic(cached, data)
@@ -119,11 +124,14 @@ def _onnx_engine(model, weights_sha256: str | None) -> Engine:
     return run
 
 
-def make_engine(runtime: str, model, device: torch.device, weights_sha256: str | None) -> Engine:
-    """The engine for one named runtime, unchecked (:func:`choose_engine` checks it against eager)."""
+def make_engine(runtime: str, model, device: torch.device, weights_sha256: str | None,
+                precision: str = "fp32") -> Engine:
+    """The engine for one named runtime at one precision (``geomatch.models.precision``), unchecked:
+    :func:`choose_engine` checks fp32 against eager, ``precision.choose_reduced`` the others against fp32."""
     if runtime == "onnxruntime":
-        return _onnx_engine(model, weights_sha256)
-    return _torch_engine(model, device, channels_last=runtime == "channels-last", autocast=runtime == "autocast")
+        return _onnx_engine(model, weights_sha256, int8=precision == "int8")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16 if runtime == "autocast" else None
+    return _torch_engine(model, device, channels_last=runtime == "channels-last", autocast=dtype)
 
 
 def _parity_inputs(model) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ import contextlib
 import io
 import logging
 import os
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -148,6 +149,42 @@ def _optimiser_output_at_debug():
                 log.debug("ONNX optimiser output:\n%s", text.rstrip())
         for w in caught:
             log.debug("ONNX optimiser warning: %s: %s", w.category.__name__, w.message)
+
+
+def int8_onnx_bytes(model: nn.Module, opset: int = DEFAULT_OPSET) -> bytes:
+    """:func:`onnx_bytes` with its dense convolutions statically quantised to int8 (QDQ), for ONNX Runtime.
+
+    Which convolutions and why, and the calibration pairs: ``geomatch.models.precision``. Per-channel signed
+    weights with unsigned activations, the pairing ONNX Runtime's x86 int8 kernels (VNNI / AMX) are built for.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from geomatch.models import precision
+
+    data = onnx_bytes(model, opset)
+    graph = onnx.load_from_string(data)
+    weights = {t.name: list(t.dims) for t in graph.graph.initializer}
+    # A weight is (out, in/groups, kh, kw); MGLA's gate convolutions are 1-D (3 dims) and stay fp32.
+    thin = [n.name for n in graph.graph.node if n.op_type == "Conv" and (
+        len(weights.get(n.input[1], ())) != 4 or weights[n.input[1]][1] < precision.INT8_MIN_IN_CHANNELS)]
+    cfg = model.config
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self):
+            self._feeds = iter(precision.calibration_batches(int(cfg.patch_size), tuple(cfg.in_channels)))
+
+        def get_next(self):
+            return next(self._feeds, None)
+
+    # quantize_static reads and writes files (and keeps its calibration copy beside them): a private folder.
+    with tempfile.TemporaryDirectory(prefix="geomatch-int8-") as tmp, precision.quiet_quantiser():
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(data)
+        quantize_static(str(src), str(dst), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv"], nodes_to_exclude=thin)  # fmt: skip
+        return dst.read_bytes()
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:

@@ -1,6 +1,7 @@
 """Turn a training checkpoint into shipped weights: the pruned inference form (float16 when its scores stay
 within tolerance of float32, else float32), registered in ``plugins/weights/index.json`` with its sha256
-beside a model card."""
+beside a model card. A calibrated checkpoint (``geomatch models calibrate``) keeps its ``calibration`` record, and
+the index says ``calibrated`` (with the ECE after calibration)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geomatch.errors import CheckpointError
+from geomatch.errors import CheckpointError, InputError
 from geomatch.fileio import write_atomic
 from geomatch.models.checkpoint import load_checkpoint, save_checkpoint
 from geomatch.models.factory import build_matcher
@@ -19,8 +20,12 @@ FP16_TOLERANCE = 2e-3  # largest |score(shipped) - score(float32 original)| acce
 
 
 def package_weights(checkpoint, tag: str, out_dir, *, description: str, pair_types: list[str],
-                    card: str, metrics: dict | None = None, extra: dict | None = None, seed: int = 0) -> dict:
-    """Prune, store as float16, check scores on random pairs, write ``<matcher>-<tag>.pt`` + card + index."""
+                    card: str, metrics: dict | None = None, extra: dict | None = None, seed: int = 0,
+                    gsd_m: float | None = None, gsd_range_m=None) -> dict:
+    """Prune, store as float16, check scores on random pairs, write ``<matcher>-<tag>.pt`` + card + index.
+
+    ``gsd_m`` / ``gsd_range_m`` (metres; default: the checkpoint's own) record the ground sampling distance
+    trained at and the range its scale augmentation covered, in the file and the index entry."""
     state, meta = load_checkpoint(checkpoint)
     name = meta["architecture"]
     full = build_matcher(name, weights=checkpoint)
@@ -29,6 +34,13 @@ def package_weights(checkpoint, tag: str, out_dir, *, description: str, pair_typ
     fname = f"{name}-{tag}.pt"
     training = dict(meta.get("training") or {})
     meta_out = {"training": training, "metrics": metrics or meta.get("metrics") or {}, "tag": tag}
+    calibration = meta.get("calibration")  # folded into the weights already: the record travels with them
+    if calibration:
+        meta_out["calibration"] = calibration
+    scale = _scale(gsd_m if gsd_m is not None else meta.get("gsd_m"),
+                   gsd_range_m if gsd_range_m is not None else meta.get("gsd_range_m"))
+    meta_out.update(scale)
+    extra = {**scale, **(extra or {})}
     gen = torch.Generator().manual_seed(seed)
     p = pruned.config.patch_size
     x, y = torch.rand(64, 1, p, p, generator=gen), torch.rand(64, 1, p, p, generator=gen)
@@ -50,6 +62,21 @@ def package_weights(checkpoint, tag: str, out_dir, *, description: str, pair_typ
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
     index[tag] = {"file": fname, "matcher": name, "width": pruned.config.width, "sha256": sha,
                   "description": description, "pair_types": pair_types, "card": f"{name}-{tag}.md",
-                  "dtype": "float16" if half else "float32", "max_score_change": diff, **(extra or {})}
+                  "dtype": "float16" if half else "float32", "max_score_change": diff,
+                  "calibrated": bool(calibration), **({"ece": calibration["ece_after"]} if calibration else {}),
+                  **(extra or {})}
     write_atomic(index_path, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
     return index[tag]
+
+
+def _scale(gsd_m, gsd_range_m) -> dict:
+    """``{"gsd_m", "gsd_range_m"}`` as recorded, {} without a GSD (material that is not georeferenced)."""
+    if gsd_m is None:
+        if gsd_range_m is not None:
+            raise InputError("--gsd-range needs --gsd: give the GSD the weights were trained at too")
+        return {}
+    gsd = float(gsd_m)
+    lo, hi = (gsd, gsd) if gsd_range_m is None else (float(v) for v in gsd_range_m)
+    if not (0 < lo <= gsd <= hi < float("inf")):
+        raise InputError(f"--gsd {gsd:g} --gsd-range {lo:g} {hi:g}: give positive metres with LO <= GSD <= HI")
+    return {"gsd_m": gsd, "gsd_range_m": [lo, hi]}

@@ -23,7 +23,9 @@ from geomatch.fileio import sha256_file
 from geomatch.models.device import parse_device
 from geomatch.models.engines import CPU_RUNTIMES, CUDA_RUNTIMES, Engine, choose_engine, engine_library
 from geomatch.models.factory import build_matcher
-from geomatch.models.weights import resolve_weights
+from geomatch.models.precision import check_request as check_precision
+from geomatch.models.precision import choose_reduced
+from geomatch.models.weights import resolve_weights, weights_gsd
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +43,17 @@ class _Loaded:
     weights_sha256: str | None
     spec: tuple  # build_scorer's own arguments, to rebuild on another process
     parity: float | None  # max |score - eager score| on the build-time check batch; None for eager itself
+    gsd_m: float | None = None  # ground sampling distance the weights were trained at (None: not recorded)
+    gsd_range_m: tuple[float, float] | None = None  # the range their scale augmentation covered
+    precision: str = "fp32"  # the arithmetic the engine runs (geomatch.models.precision)
 
 
 def _rebuild(spec: tuple, batch_size: int) -> Scorer:
     from geomatch import process_limits
 
     process_limits.apply()  # on a dask worker: its thread layout before the engine reads it (first task only)
-    name, weights, device, runtime, width, params = spec
-    return build_scorer(name, weights, device, batch_size, runtime, width, params)
+    name, weights, device, runtime, width, params, precision = spec
+    return build_scorer(name, weights, device, batch_size, runtime, width, params, precision)
 
 
 class Scorer:
@@ -67,6 +72,9 @@ class Scorer:
     weights_tag = property(lambda self: self._loaded.weights_tag)
     weights_sha256 = property(lambda self: self._loaded.weights_sha256)
     parity = property(lambda self: self._loaded.parity)
+    precision = property(lambda self: self._loaded.precision)  # the one used: a reduced one may fall back to fp32
+    gsd_m = property(lambda self: self._loaded.gsd_m)  # None for classical matchers (and unrecorded weights)
+    gsd_range_m = property(lambda self: self._loaded.gsd_range_m)
 
     def __repr__(self) -> str:
         return (f"Scorer({self.name!r}, weights={self.weights_tag!r}, device={self.device!r}, "
@@ -81,7 +89,8 @@ class Scorer:
         autocast), ``engine`` the library executing it (onnxruntime or torch), ``device`` e.g. ``cpu``.
         """
         return {"matcher": self.name, "weights": self.weights_tag, "weights_sha256": self.weights_sha256,
-                "runtime": self.runtime, "engine": engine_library(self.runtime), "device": self.device}
+                "runtime": self.runtime, "engine": engine_library(self.runtime), "device": self.device,
+                "precision": self.precision}
 
     def __reduce__(self):
         # Sent to a dask worker, a scorer is rebuilt there (once per process, through the cache) instead of
@@ -122,13 +131,16 @@ def clear_cache() -> None:
 
 
 def build_scorer(name: str, weights: str | os.PathLike | None = "auto", device: str = "auto", batch_size: int = 256,
-                 runtime: str = "auto", width: float | None = None, params: dict | None = None) -> Scorer:
+                 runtime: str = "auto", width: float | None = None, params: dict | None = None,
+                 precision: str = "fp32") -> Scorer:
     """A :class:`Scorer` for matcher ``name``.
 
     ``weights``: ``auto`` (shipped weights; none needed for parameter-free matchers), ``none`` (fresh
     initialisation, for tests and timing), a shipped tag, or a checkpoint path. ``device``: auto, cpu,
     cuda[:N]. ``runtime``: auto, eager, channels-last, onnxruntime (CPU) or autocast (CUDA). ``params``: the
-    matcher's constructor options (a pipeline's ``match.params``).
+    matcher's constructor options (a pipeline's ``match.params``). ``precision``: fp32, bf16 or int8
+    (``match.precision``); a reduced one falls back to fp32, with a warning, when its build-time score check
+    fails (``geomatch.models.precision``).
     """
     if int(batch_size) < 1:
         raise InputError(f"batch_size {batch_size} must be at least 1")
@@ -136,6 +148,7 @@ def build_scorer(name: str, weights: str | os.PathLike | None = "auto", device: 
     valid = CUDA_RUNTIMES if dev.type == "cuda" else CPU_RUNTIMES
     if runtime != "auto" and runtime not in valid:
         raise InputError(f"runtime '{runtime}' is not available on {dev.type}; use auto or one of {', '.join(valid)}")
+    check_precision(precision, runtime, dev)
     resolved = resolve_weights(name, weights)
     weights_key = "none"
     if resolved is not None:
@@ -144,18 +157,18 @@ def build_scorer(name: str, weights: str | os.PathLike | None = "auto", device: 
         weights_key = (str(resolved.path), st.st_mtime_ns if st else 0, st.st_size if st else 0)
     params = dict(params or {})
     key = (name, weights_key, str(dev), runtime, None if width is None else float(width),
-           tuple(sorted((k, repr(v)) for k, v in params.items())))
+           tuple(sorted((k, repr(v)) for k, v in params.items())), precision)
     with _LOCK:
         loaded = _CACHE.get(key)
         if loaded is None:
-            spec = (name, None if weights is None else str(weights), str(device), runtime, width, params)
-            loaded = _load(name, resolved, dev, runtime, width, params, spec)
+            spec = (name, None if weights is None else str(weights), str(device), runtime, width, params, precision)
+            loaded = _load(name, resolved, dev, runtime, width, params, spec, precision)
             _CACHE[key] = loaded
     return Scorer(loaded, batch_size)
 
 
 def _load(name: str, resolved, dev: torch.device, runtime: str, width: float | None, params: dict,
-          spec: tuple) -> _Loaded:
+          spec: tuple, precision: str = "fp32") -> _Loaded:
     if resolved is None:
         model = build_matcher(name, width=width, params=params)
         sha = None
@@ -170,11 +183,14 @@ def _load(name: str, resolved, dev: torch.device, runtime: str, width: float | N
     model = model if getattr(model, "pruned", False) else model.prune()
     model.requires_grad_(False)
     engine, chosen, parity = choose_engine(model, dev, runtime, sha, name)
+    engine, chosen, parity, precision = choose_reduced(model, dev, runtime, precision, sha, name,
+                                                       (engine, chosen, parity))
     parameter_free = not any(True for _ in model.parameters())
-    log.info("%s scorer: weights %s, %s on %s", name, tag, chosen, dev)
+    log.info("%s scorer: weights %s, %s %s on %s", name, tag, chosen, precision, dev)
     cfg = model.config
     return _Loaded(engine, name, chosen, str(dev), int(cfg.patch_size), tuple(cfg.in_channels),
-                   None if parameter_free else float(cfg.width), tag, sha, spec, parity)  # fmt: skip
+                   None if parameter_free else float(cfg.width), tag, sha, spec, parity,
+                   *weights_gsd(resolved), precision=precision)  # fmt: skip
 
 
 __all__ = ["Scorer", "build_scorer", "clear_cache"]

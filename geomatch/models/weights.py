@@ -2,7 +2,9 @@
 
 Shipped weights come from weights packages that distributions declare under the ``geomatch.weights``
 entry-point group: each entry names an importable package holding ``index.json``, which maps a tag to
-``{file, matcher, width, sha256, description, pair_types}`` (files beside the index). Our own shipped
+``{file, matcher, width, sha256, description, pair_types}`` (files beside the index), and for georeferenced
+training material ``gsd_m`` and ``gsd_range_m`` (the ground sampling distance trained at and the range the
+scale augmentation covered; :mod:`geomatch.pipeline.gsd`). Our own shipped
 weights are registered exactly this way (see ``setup.cfg``); a third-party distribution adds its own with::
 
     [options.entry_points]
@@ -37,6 +39,7 @@ class ResolvedWeights:
     path: Path
     sha256: str | None = None  # known for shipped weights; a user file is checked by its own checksum
     description: str = ""
+    scale: tuple | None = None  # (gsd_m, gsd_range_m) from the shipped index; None: read from the file
 
 
 def weights_folders() -> dict[str, Path]:
@@ -98,7 +101,31 @@ def shipped_tags(matcher_name: str) -> list[str]:
 
 def _from_index(tag: str) -> ResolvedWeights:
     folder, entry = _shipped()[tag]
-    return ResolvedWeights(tag, folder / entry["file"], entry.get("sha256"), entry.get("description", ""))
+    return ResolvedWeights(tag, folder / entry["file"], entry.get("sha256"), entry.get("description", ""),
+                           (entry.get("gsd_m"), entry.get("gsd_range_m")))
+
+
+def weights_gsd(resolved: ResolvedWeights | None) -> tuple[float | None, tuple[float, float] | None]:
+    """(gsd_m, gsd_range_m) the weights were trained at, (None, None) where not recorded: the shipped index's
+    entry (it can be given them without repackaging), else the checkpoint's own metadata."""
+    if resolved is None:
+        return None, None
+    if resolved.scale is not None:
+        gsd, rng = resolved.scale
+        where = f"shipped weights index entry '{resolved.tag}'"
+    else:
+        from geomatch.models.checkpoint import load_checkpoint
+
+        meta = load_checkpoint(resolved.path)[1]
+        gsd, rng = meta.get("gsd_m"), meta.get("gsd_range_m")
+        where = f"checkpoint {resolved.path}"
+    try:
+        gsd = None if gsd is None else float(gsd)
+        rng = None if rng is None else (float(rng[0]), float(rng[1]))
+    except (TypeError, ValueError, IndexError, KeyError) as exc:
+        raise CheckpointError(f"{where} has gsd_m {gsd!r} / gsd_range_m {rng!r}: not metres; repackage it with "
+                              "geomatch models package --gsd M --gsd-range LO HI") from exc
+    return gsd, rng
 
 
 def resolve_weights(matcher_name: str, spec: str | os.PathLike | None) -> ResolvedWeights | None:

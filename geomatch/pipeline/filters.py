@@ -1,8 +1,8 @@
 """Outlier flags in three levels, as AROSICS users know them; points are flagged, never dropped.
 
-1. score: ``score < min_score`` or ``ratio > max_ratio`` (weak or ambiguous peak). ``min_score`` is on the
-   matcher's scale: a built pipeline holds its resolved number (``config.resolve_min_score``); "auto" in a
-   FilterConfig made by hand, with no matcher known, is the Matcher contract's default floor.
+1. score: ``score < min_score`` or ``ratio > max_ratio`` (weak or ambiguous peak). Both are on the matcher's
+   scale: a built pipeline holds their resolved numbers (``config.resolve_min_score`` / ``resolve_max_ratio``);
+   "auto" in a FilterConfig made by hand, with no matcher known, is the Matcher contract's default.
 2. local consistency: the point's shift deviates from the median shift of its neighbours (within
    ``local_radius_px``, among level-1 survivors) by more than ``local_max_dev_px``; shifts are compared
    after removing a loose global affine trend, so a slight rotation or scale is not taken for disorder.
@@ -124,12 +124,13 @@ def flag_outliers(df: pd.DataFrame, cfg) -> tuple[pd.DataFrame, dict]:
     ref, tgt = _coords(df)
     score = df["score"].to_numpy(float)
     ratio = df["ratio"].to_numpy(float) if "ratio" in df else np.zeros(n)
-    floor = cfg.min_score
-    if floor == "auto":
+    floor, ceiling = cfg.min_score, cfg.max_ratio
+    if "auto" in (floor, ceiling):  # the contract's defaults; importing it (and torch) only when asked
         from geomatch.models.base import Matcher
 
-        floor = Matcher.min_score
-    f_score = ~(score >= floor) | (ratio > cfg.max_ratio)
+        floor = Matcher.min_score if floor == "auto" else floor
+        ceiling = Matcher.max_ratio if ceiling == "auto" else ceiling
+    f_score = ~(score >= floor) | (ratio > ceiling)
 
     if {"init_dx", "init_dy"} <= set(df.columns):
         shift = df[["init_dx", "init_dy"]].to_numpy(float)

@@ -24,6 +24,7 @@ from geomatch.pipeline import budget
 from geomatch.pipeline.affinetools import bbox_window, shift_affine, to_global
 from geomatch.pipeline.candidates import settle_initial
 from geomatch.pipeline.filters import flag_outliers
+from geomatch.pipeline.gsd import footprint, patch_zoom
 from geomatch.pipeline.keypoints import Keypoints
 from geomatch.pipeline.raster import RasterPair
 from geomatch.pipeline.schema import add_shift_columns, empty_frame, to_geodataframe
@@ -51,14 +52,15 @@ def _match_in_pixels(match: config.MatchConfig, pixel_size: float) -> config.Mat
 
 
 def process_tile(pair: RasterPair, tile: Tile, chosen: Keypoints, affine: np.ndarray,
-                 match: config.MatchConfig, scorer: Scorer) -> pd.DataFrame:
+                 match: config.MatchConfig, scorer: Scorer, zoom: float = 1.0) -> pd.DataFrame:
     """Search and refine the tile's chosen keypoints (optical-grid coordinates of the whole raster, picked by
     :func:`geomatch.pipeline.budget.choose`); return raw matches in optical-grid coordinates.
 
-    ``match`` has its radius in pixels (:func:`_match_in_pixels`). On a dask.distributed worker ``scorer``
+    ``match`` has its radius in pixels (:func:`_match_in_pixels`); ``zoom`` is the patches' optical pixels per
+    patch pixel (:func:`geomatch.pipeline.gsd.patch_zoom`). On a dask.distributed worker ``scorer``
     arrives rebuilt from its build arguments, once per worker process (``Scorer.__reduce__``).
     """
-    patch = scorer.patch_size
+    patch = footprint(scorer.patch_size, zoom)
     if len(chosen) == 0:
         return pd.DataFrame()
     optical, opt_valid = pair.read_optical(tile.read)
@@ -67,7 +69,7 @@ def process_tile(pair: RasterPair, tile: Tile, chosen: Keypoints, affine: np.nda
     sar_win = bbox_window(affine, tile.read, margin=match.search_radius + patch)
     sar, sar_valid = pair.read_sar(sar_win)
     local = shift_affine(affine, origin, (sar_win.col_off, sar_win.row_off))
-    df = match_points(optical, sar, opt_valid, sar_valid, kps, local, scorer, match)
+    df = match_points(optical, sar, opt_valid, sar_valid, kps, local, scorer, match, zoom)
     if df.empty:
         return df
     df["ref_x"] += origin[0]
@@ -166,13 +168,18 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
     process_limits.apply()  # threads and GDAL's cache, before the first read and the first scorer
     pair = RasterPair(optical, sar, cfg.pair)
     scorer = build_scorer(cfg.match.plugin, cfg.match.weights, cfg.match.device, cfg.match.batch_size,
-                          params=dict(cfg.match.params))
+                          params=dict(cfg.match.params), precision=cfg.match.precision)
     match = _match_in_pixels(cfg.match, pair.optical_res)
+    zoom = patch_zoom(cfg.match.patch_gsd, scorer.gsd_m, scorer.gsd_range_m, pair.optical_res_m, str(optical))
+    if zoom != 1.0:
+        log.info("patches sampled at %.3g optical pixels per patch pixel (input %.3g m, weights %s m)", zoom,
+                 pair.optical_res_m, scorer.gsd_m)
     # The record keeps the pipeline as given ("auto" floors too: batch reruns compare it); the run filters with
     # the matcher's resolved floor, which asks the matcher class and so waits for the scorer.
     given = cfg
     cfg = replace(cfg, filter=replace(cfg.filter, min_score=config.resolve_min_score(cfg.filter.min_score,
-                                                                                     cfg.match)))
+                                                                                     cfg.match),
+                                      max_ratio=config.resolve_max_ratio(cfg.filter.max_ratio, cfg.match)))
     timings["pair"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -187,17 +194,18 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
 
     t = time.perf_counter()
     max_scale = max(cfg.coarse.scale_range) if cfg.coarse.scale_range else 1.0
-    halo = halo_for(scorer.patch_size, max_scale, cfg.detect.cell_size)
+    reach = footprint(scorer.patch_size, zoom)  # optical pixels a patch spans
+    halo = halo_for(reach, max_scale, cfg.detect.cell_size)
     tiles = plan_tiles(pair.overlap, cfg.tiles.size, halo)
     # Two passes: every tile's candidates first (small tables), then the scene's budget decides what is matched.
-    found = _compute([dask.delayed(budget.detect_tile, pure=False)(pair, tile, cfg.detect, scorer.patch_size,
+    found = _compute([dask.delayed(budget.detect_tile, pure=False)(pair, tile, cfg.detect, reach,
                                                                    dask_key_name=f"detect-{tile.id}")
                       for tile in tiles], scheduler, False)
     chosen = budget.choose(found, pair.overlap, cfg.detect)
     timings["detect"] = time.perf_counter() - t
     tile_scorer = _CountingScorer(scorer) if progress and not scheduler else scorer
     tasks = [
-        dask.delayed(process_tile, pure=False)(pair, tile, kps, affine, match, tile_scorer,
+        dask.delayed(process_tile, pure=False)(pair, tile, kps, affine, match, tile_scorer, zoom,
                                                dask_key_name=f"tile-{tile.id}")
         for tile, kps in zip(tiles, chosen, strict=True) if len(kps)
     ]
@@ -211,6 +219,7 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
 
     t = time.perf_counter()
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    refined = int(df["refined"].sum()) if "refined" in df else 0
     df, model_info = _finish_points(df, pair, cfg.filter, scorer)
     gdf = to_geodataframe(df, pair.grid.crs)
     timings["filter"] = time.perf_counter() - t
@@ -224,7 +233,11 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
                    "confident": initial.confident, "details": initial.json_details()},
         "verdict": run_verdict(gdf, model_info, initial, pair.overlap, cfg.filter).as_dict(),
         "tiles": len(tiles),
+        "patch_gsd": {"setting": cfg.match.patch_gsd, "input_gsd_m": pair.optical_res_m, "weights_gsd_m": scorer.gsd_m,
+                      "weights_gsd_range_m": None if scorer.gsd_range_m is None else list(scorer.gsd_range_m),
+                      "zoom": zoom, "refined_points": refined},
         "filter_min_score": float(cfg.filter.min_score),
+        "filter_max_ratio": float(cfg.filter.max_ratio),
         "keypoints": {"candidates": sum(len(k) for k in found), "budget": cfg.detect.max_points,
                       "chosen": sum(len(k) for k in chosen)},
         "timings_s": timings,

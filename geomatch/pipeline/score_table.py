@@ -4,7 +4,13 @@ over the window's integer offsets, with the peak's sub-pixel fit and the runner-
 Every mode of :func:`geomatch.pipeline.search.match_points` (coarse-to-fine, dense, cascade) fills the same
 (N, G, G) table, G = 2 m + 1 offsets -m..m per axis, m = ceil(radius) + 1 (one ring beyond the disk, so a
 peak on the search edge still gets its 3x3 fit). Table cell [k, y, x] is keypoint k against the window crop
-whose corner is (y, x): offset (x - m, y - m) in optical pixels.
+whose corner is (y, x): offset (x - m, y - m) in patch pixels, i.e. ``zoom`` optical pixels each.
+
+Zoom (scale-aware patches, :mod:`geomatch.pipeline.gsd`): at ``zoom`` z every patch, window and valid mask is
+sampled through z times A's linear part, anti-aliased (:func:`~geomatch.pipeline.patches.sample_zoomed`), so a
+network trained at another ground sampling distance sees its own; the radius shrinks to radius / z patch
+pixels (never below 2 unless the radius itself is smaller) and an offset d maps back as ``p0 + (z L) d``.
+z = 1 is today's sampling, bit for bit: one code path for both.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage as ndi
 
 from geomatch.pipeline.cfog_features import box_sums
-from geomatch.pipeline.patches import sample_patches
+from geomatch.pipeline.patches import sample_patches, sample_zoomed
 
 # Least-squares fit of f = a + b x + c y + d x^2 + e x y + f y^2 over the 3x3 neighbourhood.
 _YY, _XX = np.mgrid[-1:2, -1:2]
@@ -31,7 +37,7 @@ class Windows:
 
     idx: np.ndarray  # into the keypoints given
     xy: np.ndarray  # (N, 2) optical positions
-    p0: np.ndarray  # (N, 2) predicted SAR-view positions A p
+    p0: np.ndarray  # (N, 2) window centres in the SAR view: A p, or the positions given
     lin: np.ndarray  # (2, 2) linear part of A
     m: int
     in_disk: np.ndarray  # (G, G) offsets inside the search disk
@@ -39,33 +45,50 @@ class Windows:
     opt: np.ndarray  # (N, P, P) optical patches
     sar: np.ndarray  # (N, W, W) SAR windows, W = P + 2 m
     affine: np.ndarray  # (2, 3) the initial affine A
+    zoom: float  # optical pixels per patch pixel
+    shift: np.ndarray  # (N, 2) p0 - A p in patch pixels (through z L); zero unless p0 was given
 
     @property
     def g(self) -> int:
         return 2 * self.m + 1
 
+    @property
+    def grid(self) -> np.ndarray:
+        """(2, 2) SAR-view pixels per patch pixel: what an offset in the table is mapped back through."""
+        return self.zoom * self.lin
 
-def sample_windows(optical, sar, opt_valid, sar_valid, xy, initial_affine, p: int, radius: float) -> Windows | None:
-    """Cut every keypoint's patch and search window (through A's linear part); None when none is usable."""
+
+def sample_windows(optical, sar, opt_valid, sar_valid, xy, initial_affine, p: int, radius: float,
+                   zoom: float = 1.0, p0=None) -> Windows | None:
+    """Cut every keypoint's patch and search window (through ``zoom`` times A's linear part); None when none is
+    usable. ``radius`` is in optical pixels; ``p0`` (N, 2) centres the windows elsewhere than at A p (the
+    native refinement around found positions)."""
     n = len(xy)
-    m = max(1, int(math.ceil(radius))) + 1
+    z = float(zoom)
+    r = max(min(radius, 2.0), radius / z)  # patch pixels; at z = 1 exactly the radius
+    m = max(1, int(math.ceil(r))) + 1
     a = np.asarray(initial_affine, dtype=np.float64).reshape(2, 3)
     lin, t = a[:, :2], a[:, 2]
-    p0 = xy @ lin.T + t
-    opt_ok = sample_patches(np.asarray(opt_valid, np.float32), xy, p, order=0).reshape(n, -1).min(1) > 0.5
+    if p0 is None:
+        p0, shift = xy @ lin.T + t, np.zeros((n, 2))
+    else:
+        p0 = np.asarray(p0, np.float64).reshape(-1, 2)
+        shift = np.linalg.solve(z * lin, (p0 - (xy @ lin.T + t)).T).T
+    # Masks go through the same anti-aliasing as the images: a sample the filter mixed nodata into is not valid.
+    opt_ok = sample_zoomed(np.asarray(opt_valid, np.float32), xy, p, z).reshape(n, -1).min(1) > 0.5
     win = p + 2 * m
-    sar_vwin = sample_patches(np.asarray(sar_valid, np.float32), p0, win, lin, order=1) > 0.999
+    sar_vwin = sample_zoomed(np.asarray(sar_valid, np.float32), p0, win, z, lin) > 0.999
     cand_valid = _window_all_valid(sar_vwin, p)
     keep = opt_ok & cand_valid[:, m, m]
     if not keep.any():
         return None
     idx = np.nonzero(keep)[0]
-    xy, p0, cand_valid = xy[idx], p0[idx], cand_valid[idx]
+    xy, p0, cand_valid, shift = xy[idx], p0[idx], cand_valid[idx], shift[idx]
     d = np.arange(-m, m + 1)
     dy, dx = np.meshgrid(d, d, indexing="ij")
-    return Windows(idx, xy, p0, lin, m, dx**2 + dy**2 <= radius**2 + 1e-9, cand_valid,
-                   sample_patches(np.asarray(optical, np.float32), xy, p),
-                   sample_patches(np.asarray(sar, np.float32), p0, win, lin), a)
+    return Windows(idx, xy, p0, lin, m, dx**2 + dy**2 <= r**2 + 1e-9, cand_valid,
+                   sample_zoomed(np.asarray(optical, np.float32), xy, p, z),
+                   sample_zoomed(np.asarray(sar, np.float32), p0, win, z, lin), a, z, shift)
 
 
 def feature_crops(optical, opt_valid, sar, sar_valid, w: Windows, features, margin: int):
@@ -74,21 +97,38 @@ def feature_crops(optical, opt_valid, sar, sar_valid, w: Windows, features, marg
 
     The SAR is first resampled onto the optical grid around the keypoints through A (one interpolation, the
     samples the per-keypoint windows would take), so on pixel-centre keypoints every crop is a plain copy.
-    ``margin`` pixels more all round keep the features' own edge effects off the windows.
+    ``margin`` pixels more all round keep the features' own edge effects off the windows. At a zoom z the
+    views are on the patch grid (optical x is view x / z) and the optical image gets one too.
     """
     p = w.opt.shape[-1]
     win = w.sar.shape[-1]
-    fo = features(np.asarray(optical, np.float32), np.asarray(opt_valid, bool))
-    opt_f = np.stack([sample_patches(ch, w.xy, p) for ch in fo], 1)
-    lo = np.floor(w.xy.min(0)) - win // 2 - margin
-    size = int(np.ceil((w.xy.max(0) - lo).max())) + win // 2 + margin + 1
-    centre = lo + size // 2 + 0.5
-    at = w.affine[:, :2] @ centre + w.affine[:, 2]
-    view = sample_patches(np.asarray(sar, np.float32), at[None], size, w.lin)[0]
-    view_ok = sample_patches(np.asarray(sar_valid, np.float32), at[None], size, w.lin, order=1)[0] > 0.999
-    fs = features(view, view_ok)
-    sar_f = np.stack([sample_patches(ch, w.xy - lo, win) for ch in fs], 1)
+    z = w.zoom
+    xy = w.xy / z
+    if z == 1:  # features of the whole tile, as they always were: the channels normalise per image
+        fo = features(np.asarray(optical, np.float32), np.asarray(opt_valid, bool))
+        opt_f = np.stack([sample_patches(ch, xy, p) for ch in fo], 1)
+    else:
+        eye = np.hstack([np.eye(2), np.zeros((2, 1))])
+        view, view_ok, lo = _view(optical, opt_valid, xy, eye, z, win // 2 + margin)
+        opt_f = np.stack([sample_patches(ch, xy - lo, p) for ch in features(view, view_ok)], 1)
+    at_sar = xy + w.shift
+    view, view_ok, lo = _view(sar, sar_valid, at_sar, w.affine, z, win // 2 + margin)
+    sar_f = np.stack([sample_patches(ch, at_sar - lo, win) for ch in features(view, view_ok)], 1)
     return opt_f, sar_f
+
+
+def _view(image, valid, pos, affine, z: float, reach: int):
+    """One square resampled view covering ``reach`` patch pixels around every position ``pos`` (patch-grid
+    coordinates, optical x / z), through z times the linear part of ``affine``; with its valid mask and the
+    view's origin in those coordinates."""
+    lo = np.floor(pos.min(0)) - reach
+    size = int(np.ceil((pos.max(0) - lo).max())) + reach + 1
+    centre = (lo + size // 2 + 0.5) * z
+    at = affine[:, :2] @ centre + affine[:, 2]
+    lin = affine[:, :2]
+    view = sample_zoomed(np.asarray(image, np.float32), at[None], size, z, lin)[0]
+    view_ok = sample_zoomed(np.asarray(valid, np.float32), at[None], size, z, lin)[0] > 0.999
+    return view, view_ok, lo
 
 
 class Evaluator:
@@ -125,6 +165,17 @@ class Evaluator:
 def _window_all_valid(valid_windows: np.ndarray, p: int) -> np.ndarray:
     """(N, B, B) bool -> (N, B-P+1, B-P+1): whether each P x P crop is entirely valid (integral image)."""
     return box_sums(valid_windows, p) == p * p  # float64 counts: exact
+
+
+def peak_positions(w: Windows, table: np.ndarray):
+    """(has, by, bx, tgt): whether each keypoint has a scored offset, its best one in the disk (row, col of the
+    table) and that offset's sub-pixel position mapped back into the SAR view, (N, 2)."""
+    n, g = len(w.xy), w.g
+    has = np.isfinite(table.reshape(n, -1)).any(1)
+    by, bx = np.unravel_index(best_in_disk(table, w.in_disk), (g, g))
+    frac = subpixel(neighbourhoods(table, by, bx))
+    offs = np.column_stack([bx - w.m + frac[:, 0], by - w.m + frac[:, 1]])  # (dx, dy) in patch pixels
+    return has, by, bx, w.p0 + offs @ w.grid.T
 
 
 def best_in_disk(scores: np.ndarray, in_disk: np.ndarray) -> np.ndarray:

@@ -17,6 +17,10 @@ Three ways to fill the table of offsets (:mod:`geomatch.pipeline.score_table`), 
 
 The ``n_evals`` column reports what each keypoint cost: patch-pair scores of the matcher (for a dense matcher
 alone, the offsets of its surface; in a cascade, the network's scores only, the proposer's being one FFT pass).
+
+``zoom`` (scale-aware patches, :mod:`geomatch.pipeline.gsd`): the table's offsets are in patch pixels of
+``zoom`` optical pixels; above ``gsd.REFINE_ABOVE`` the positions found are refined at full resolution
+(``refined`` column), the score and ratio staying the matcher's.
 """
 
 from __future__ import annotations
@@ -27,39 +31,41 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from geomatch.pipeline import cascade
+from geomatch.pipeline import cascade, gsd
 from geomatch.pipeline.keypoints import Keypoints
 from geomatch.pipeline.score_table import (
     Evaluator,
     Windows,
     best_in_disk,
     local_maxima,
-    neighbourhoods,
+    peak_positions,
     ratio,
     sample_windows,
-    subpixel,
 )
 
 if TYPE_CHECKING:
     from geomatch.config import MatchConfig
     from geomatch.models.runtime import Scorer
 
-COLUMNS = ["ref_x", "ref_y", "tgt_x", "tgt_y", "score", "ratio", "response", "n_evals", "init_dx", "init_dy"]
+COLUMNS = ["ref_x", "ref_y", "tgt_x", "tgt_y", "score", "ratio", "response", "n_evals", "init_dx", "init_dy",
+           "refined"]
+_DTYPES = {"n_evals": "int64", "refined": "bool"}
 
 
 def empty_matches() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="int64" if c == "n_evals" else "float64") for c in COLUMNS})
+    return pd.DataFrame({c: pd.Series(dtype=_DTYPES.get(c, "float64")) for c in COLUMNS})
 
 
 def match_points(optical: np.ndarray, sar: np.ndarray, opt_valid: np.ndarray, sar_valid: np.ndarray,
-                 keypoints: Keypoints, initial_affine, scorer: Scorer, cfg: MatchConfig) -> pd.DataFrame:
+                 keypoints: Keypoints, initial_affine, scorer: Scorer, cfg: MatchConfig,
+                 zoom: float = 1.0) -> pd.DataFrame:
     """Match each keypoint of the optical tile into the SAR-view tile; one row per matched keypoint.
 
     ``scorer`` scores patch pairs of its ``patch_size``; ``cfg`` is the match stage with its radius in pixels
-    (the pipeline converts a radius in metres first).
+    (the pipeline converts a radius in metres first); ``zoom`` the optical pixels per patch pixel.
     Columns: ref_x, ref_y (optical array coords), tgt_x, tgt_y (SAR-view array coords), score, ratio
     (runner-up peak / best, lower is less ambiguous), response, n_evals, init_dx, init_dy (tgt minus the
-    initial prediction A p, in SAR-view pixels).
+    initial prediction A p, in SAR-view pixels), refined (position refined at full resolution).
     """
     if cfg.search_units != "px":
         raise ValueError(f"match_points takes the search radius in pixels, got search_units={cfg.search_units!r}")
@@ -70,7 +76,7 @@ def match_points(optical: np.ndarray, sar: np.ndarray, opt_valid: np.ndarray, sa
     else:
         dense = cascade.dense_matcher(scorer.name, cfg.params)
     w = sample_windows(optical, sar, opt_valid, sar_valid, keypoints.xy, initial_affine,
-                       int(scorer.patch_size), float(cfg.search_radius))
+                       int(scorer.patch_size), float(cfg.search_radius), zoom)
     if w is None:
         return empty_matches()
     excl = float(cfg.exclusion_px) or float(max(1, int(cfg.coarse_step)))
@@ -82,23 +88,23 @@ def match_points(optical: np.ndarray, sar: np.ndarray, opt_valid: np.ndarray, sa
         table, n_evals, ratio_of = cascade.dense_table(w, surface, excl)
     else:
         table, n_evals, ratio_of = _coarse_to_fine(w, scorer, cfg, excl)
-    return _finish(w, table, n_evals, ratio_of, keypoints.response)
+    df = _finish(w, table, n_evals, ratio_of, keypoints.response)
+    if zoom > gsd.REFINE_ABOVE and len(df):
+        df = gsd.refine_native(optical, sar, opt_valid, sar_valid, df, initial_affine, int(scorer.patch_size),
+                               zoom, cfg)
+    return df
 
 
 def _finish(w: Windows, table: np.ndarray, n_evals: np.ndarray, ratio_of, response: np.ndarray) -> pd.DataFrame:
     """The best offset in the disk, its sub-pixel fit on the table, its ratio; keypoints never scored dropped."""
-    n, g = len(w.xy), w.g
-    has = np.isfinite(table.reshape(n, -1)).any(1)
-    best = best_in_disk(table, w.in_disk)
-    by, bx = np.unravel_index(best, (g, g))
-    frac = subpixel(neighbourhoods(table, by, bx))
-    offs = np.column_stack([bx - w.m + frac[:, 0], by - w.m + frac[:, 1]])  # (dx, dy) in optical pixels
-    tgt = w.p0 + offs @ w.lin.T
+    n = len(w.xy)
+    has, by, bx, tgt = peak_positions(w, table)
     best_score = table[np.arange(n), by, bx]
     out = pd.DataFrame({
         "ref_x": w.xy[:, 0], "ref_y": w.xy[:, 1], "tgt_x": tgt[:, 0], "tgt_y": tgt[:, 1],
         "score": best_score, "ratio": ratio_of(best_score, by, bx), "response": response[w.idx],
         "n_evals": n_evals.astype(np.int64), "init_dx": tgt[:, 0] - w.p0[:, 0], "init_dy": tgt[:, 1] - w.p0[:, 1],
+        "refined": np.zeros(n, bool),
     })
     return out[has].reset_index(drop=True)
 

@@ -1,6 +1,7 @@
 """Evaluation of a matcher on the test subsets of a patch dataset, as the seed's ``test_model_new.py`` does.
 
-Per subset: FPR95 (``metrics.fpr95``, fraction and x100), accuracy at 0.5, ROC AUC and counts; for VIS-NIR
+Per subset: FPR95 (``metrics.fpr95``, fraction and x100), accuracy at 0.5, ROC AUC, the expected calibration
+error (ECE, 10 bins) and Brier score of the scores read as match probabilities, and counts; for VIS-NIR
 the unweighted mean FPR95 over the subsets present (the published protocol averages all eight; missing
 ones are listed so a partial mean is never mistaken for the published figure).
 """
@@ -111,7 +112,7 @@ def _load_model(model_name: str | None, weights: str | Path | None, width: float
 def evaluate(model=None, *, weights: str | Path | None = None, dataset: str | PatchDataset = "vis-nir",
              data_dir: str | Path | None = None, batch_size: int = 256, device: str = "auto",
              subsets: Iterable[str] | None = None, roc_png: str | Path | None = None, width: float | None = None,
-             params: dict | None = None, progress: bool = False) -> dict:
+             params: dict | None = None, progress: bool = False, reliability_png: str | Path | None = None) -> dict:
     """Scores every test subset and returns the metrics as a JSON-ready dict.
 
     ``model``: a Matcher instance or a registry name (with ``weights``: a checkpoint path or shipped tag; a
@@ -142,12 +143,13 @@ def evaluate(model=None, *, weights: str | Path | None = None, dataset: str | Pa
     # stays eager.
     engine = engine_for(model, dev)[0] if dev.type == "cpu" else None
     t0 = time.perf_counter()
-    results, curves = {}, {}
+    results, curves, scored = {}, {}, {}
     for name, patches in tests.items():
         scores = score_pairs(model, patches, batch_size, dev, progress=progress, desc=name, engine=engine)
         results[name] = metrics.summary(patches.labels, scores)
         fpr, tpr, _ = roc_curve(patches.labels, scores, drop_intermediate=True)
         curves[name] = (fpr, tpr, results[name]["fpr95"])
+        scored[name] = (patches.labels, scores)
         log.info("%s: FPR95 %.2f %% over %d pairs", name, results[name]["fpr95_pct"], len(patches))
     seconds = time.perf_counter() - t0
     mean = float(np.mean([r["fpr95"] for r in results.values()]))
@@ -167,24 +169,33 @@ def evaluate(model=None, *, weights: str | Path | None = None, dataset: str | Pa
         "seconds": round(seconds, 3),
         "pairs_per_s": round(pairs / seconds, 1) if seconds > 0 else None,
         "roc_png": None,
+        "reliability_png": None,
     }
     if roc_png:
         from geomatch.training.plots import roc_curves
 
         report["roc_png"] = str(roc_curves(curves, roc_png, title=f"{model.name} on {ds.name}"))
+    if reliability_png:
+        from geomatch.models.calibration import reliability_diagram
+
+        title = f"{model.name} on {ds.root.name if ds.name == 'dir' else ds.name}"
+        report["reliability_png"] = str(reliability_diagram(scored, reliability_png, title=title))
     return report
 
 
 def format_table(report: dict) -> str:
     """The human-readable table ``geomatch evaluate`` prints."""
     lines = [f"{report['model']} (width {report['width']:g}) on {report['dataset']} [{report['data_dir']}]",
-             f"{'subset':<14}{'pairs':>10}{'FPR95 %':>10}{'acc@0.5':>10}{'AUC':>9}"]
+             f"{'subset':<14}{'pairs':>10}{'FPR95 %':>10}{'acc@0.5':>10}{'AUC':>9}{'ECE':>8}"]
     for name, r in report["subsets"].items():
-        lines.append(f"{name:<14}{r['pairs']:>10}{r['fpr95_pct']:>10.2f}{r['accuracy']:>10.4f}{r['auc']:>9.4f}")
+        lines.append(f"{name:<14}{r['pairs']:>10}{r['fpr95_pct']:>10.2f}{r['accuracy']:>10.4f}{r['auc']:>9.4f}"
+                     f"{r['ece']:>8.4f}")
     label = "mean" if len(report["subsets"]) > 1 else "total"
     lines.append(f"{label:<14}{report['pairs']:>10}{report['mean_fpr95_pct']:>10.2f}")
     if report.get("missing_subsets"):
         lines.append(f"(mean over {len(report['subsets'])} subsets; absent: {', '.join(report['missing_subsets'])})")
     if report.get("roc_png"):
         lines.append(f"ROC curves: {report['roc_png']}")
+    if report.get("reliability_png"):
+        lines.append(f"reliability diagrams: {report['reliability_png']}")
     return "\n".join(lines)

@@ -62,7 +62,40 @@ def summary(labels, scores) -> dict:
         "fpr95_pct": 100.0 * value,
         "accuracy": accuracy(labels, scores),
         "auc": auc(labels, scores),
+        "ece": ece(labels, scores),
+        "brier": brier(labels, scores),
         "pairs": int(labels.shape[0]),
         "positives": pos,
         "negatives": int(labels.shape[0]) - pos,
     }
+
+
+RELIABILITY_BINS = 10
+
+
+def reliability(labels, scores, bins: int = RELIABILITY_BINS) -> dict:
+    """Scores in ``bins`` equal-width bins of [0, 1] (the last one closed): per bin the count, the mean score
+    and the share of matches (NaN where a bin is empty). A calibrated score has share = mean score."""
+    labels = np.asarray(labels, np.float64).reshape(-1)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    which = np.clip(np.floor(scores * bins).astype(np.int64), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(which, weights=scores, minlength=bins) / counts
+        share = np.bincount(which, weights=labels, minlength=bins) / counts
+    return {"edges": np.linspace(0, 1, bins + 1).tolist(), "counts": counts.tolist(), "mean_score": mean.tolist(),
+            "frequency": share.tolist()}
+
+
+def ece(labels, scores, bins: int = RELIABILITY_BINS) -> float:
+    """Expected calibration error: the count-weighted mean over bins of |share of matches - mean score|."""
+    r = reliability(labels, scores, bins)
+    counts = np.asarray(r["counts"], np.float64)
+    gap = np.abs(np.asarray(r["frequency"]) - np.asarray(r["mean_score"]))
+    return float(np.sum(np.where(counts > 0, gap, 0.0) * counts) / max(counts.sum(), 1))
+
+
+def brier(labels, scores) -> float:
+    """Mean squared difference between score and label (0 perfect; 0.25 for a constant 0.5)."""
+    labels = np.asarray(labels, np.float64).reshape(-1)
+    return float(np.mean((np.asarray(scores, np.float64).reshape(-1) - labels) ** 2))

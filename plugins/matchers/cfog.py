@@ -37,6 +37,10 @@ class CFOG(Matcher):
     # (zncc + 1) / 2 over 8 smoothed channels sits lower than NCC's for the same match (median 0.58 on the
     # volkov-s1s2 validation pairs): the floor keeping the most points under 1 px there (benchmarks/cascade.md).
     min_score = 0.56
+    # No ambiguity test: its flat (zncc + 1) / 2 peaks put the runner-up ratio of good matches near 1 (median
+    # 0.97-0.99), and on the six volkov-s1s2 validation pairs every ceiling below 1 lost points under 1 px
+    # (benchmarks/cascade.md, ambiguity ceilings); the local and model levels still judge its points.
+    max_ratio = 1.0
 
     def __init__(self, config: MatcherConfig | None = None, sigma: float = SIGMA, **kwargs):
         super().__init__(config, **kwargs)

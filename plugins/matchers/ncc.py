@@ -21,6 +21,9 @@ class NCC(Matcher):
     HEADS = {"main": "bce"}
     # The floor keeping the most points under 1 px on the volkov-s1s2 validation pairs (benchmarks/cascade.md).
     min_score = 0.53
+    # The ambiguity ceiling keeping the most points under 1 px on the six volkov-s1s2 validation pairs
+    # (benchmarks/cascade.md, ambiguity ceilings).
+    max_ratio = 0.96
 
     def __init__(self, config: MatcherConfig | None = None, window: int | None = None, sigma: float | None = None,
                  eps: float = 1e-6, absolute: bool = False, **kwargs):

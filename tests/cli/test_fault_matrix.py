@@ -39,7 +39,7 @@ CONFIG = [
     Case("max-shift-negative", run_args("{d}/tp.gpkg", "--max-shift", "-1"), 2, ("--max-shift", ">= 0")),
     Case("set-tiles-size-0", run_args("{d}/tp.gpkg", "--set", "tiles.size=0"), 2, ("[tiles] size", ">= 8")),
     Case("set-max-ratio-above-1", run_args("{d}/tp.gpkg", "--set", "filter.max_ratio=1.5"), 2,
-         ("[filter] max_ratio", "[0, 1]")),
+         ("[filter] max_ratio", "(0, 1]")),
     Case("set-batch-size-0", run_args("{d}/tp.gpkg", "--set", "match.batch_size=0"), 2, ("[match] batch_size",)),
     Case("set-scale-negative", run_args("{d}/tp.gpkg", "--set", "coarse.scale_range=[0.9, -1.0]"), 2,
          ("[coarse] scale_range",)),

@@ -141,7 +141,7 @@ def test_describe_says_what_a_run_records(trained):
     path, sha = trained[0], trained[1]
     eager = build_scorer("scfdm", weights=str(path), device="cpu", runtime="eager").describe()
     assert eager == {"matcher": "scfdm", "weights": "scfdm-test.pt", "weights_sha256": sha, "runtime": "eager",
-                     "engine": "torch", "device": "cpu"}  # fmt: skip
+                     "engine": "torch", "device": "cpu", "precision": "fp32"}  # fmt: skip
     fast = build_scorer("scfdm", weights=str(path), device="cpu", runtime="onnxruntime").describe()
     assert fast["runtime"] == fast["engine"] == "onnxruntime"
     ncc = build_scorer("ncc", device="cpu", runtime="eager").describe()
