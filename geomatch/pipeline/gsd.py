@@ -3,7 +3,10 @@
 Weights record the GSD of their training chips (``gsd_m``) and the range their scale augmentation covered
 (``gsd_range_m``), in the checkpoint's metadata and in the shipped index (``geomatch models package --gsd``);
 the scorer exposes them. An input whose optical pixel size lies outside that range is not resampled: the
-patch windows are, at zoom z = weights' GSD / input's (:func:`geomatch.pipeline.score_table.sample_windows`).
+patch windows are (:func:`geomatch.pipeline.score_table.sample_windows`), at the zoom that brings the input to
+the nearest end of the range (z = range end / input GSD; the training GSD itself when no range is recorded).
+Why the nearest end and not the training GSD: the scale augmentation drew zooms log-uniformly over the range,
+so its ends are as familiar to the network as its centre, and a smaller zoom keeps more of the input's detail.
 A position found at z > ``REFINE_ABOVE`` is only as fine as z input pixels, so it is then refined at full
 resolution by the classical dense matcher of the cascade (``match.proposer``) within ``ceil(z) + 1`` pixels;
 score and ratio stay the matcher's, for the filters. An input coarser than the weights (z < 1) has nothing
@@ -36,7 +39,7 @@ def patch_zoom(setting: float | str, weights_gsd_m: float | None, weights_range_
         if weights_gsd_m is None or input_gsd_m is None:
             return 1.0
         lo, hi = weights_range_m or (weights_gsd_m, weights_gsd_m)
-        return 1.0 if lo <= input_gsd_m <= hi else float(weights_gsd_m) / input_gsd_m
+        return float(min(max(input_gsd_m, lo), hi)) / input_gsd_m
     if input_gsd_m is None:
         raise InputError(f"{source}: match.patch_gsd = {setting:g} m needs its pixel size in metres, and it has no "
                          "CRS; set patch_gsd = \"native\" or georeference the raster")

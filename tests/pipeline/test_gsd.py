@@ -123,8 +123,10 @@ def test_a_3x_finer_pair_is_matched_at_the_weights_gsd(fine_pair, ncc, monkeypat
 
 def test_the_zoom_follows_the_setting_and_the_weights():
     assert gsd.patch_zoom("auto", 10.0, (9.5, 10.5), 10.2) == 1.0  # inside the trained range
-    assert gsd.patch_zoom("auto", 10.0, (9.5, 10.5), 2.5) == pytest.approx(4.0)
-    assert gsd.patch_zoom("auto", 10.0, (9.5, 10.5), 20.0) == pytest.approx(0.5)
+    assert gsd.patch_zoom("auto", 10.0, (9.5, 10.5), 2.5) == pytest.approx(9.5 / 2.5)  # to the range's nearest end
+    assert gsd.patch_zoom("auto", 10.0, (9.5, 10.5), 20.0) == pytest.approx(10.5 / 20)
+    assert gsd.patch_zoom("auto", 10.0, (5.0, 20.0), 1.0) == pytest.approx(5.0)
+    assert gsd.patch_zoom("auto", 10.0, None, 2.0) == pytest.approx(5.0)
     assert gsd.patch_zoom("auto", 10.0, None, 10.0) == 1.0
     assert gsd.patch_zoom("auto", None, None, 1.0) == 1.0  # ncc, cfog, weights without a GSD
     assert gsd.patch_zoom("auto", 10.0, (9.5, 10.5), None) == 1.0  # no CRS: nothing known in metres

@@ -1,0 +1,126 @@
+"""A network's score floor and ambiguity ceiling, and the default pipeline, chosen on validation pairs only.
+
+    nice python benchmarks/network_thresholds.py --weights runs/x/calibrated.pt [--out FILE.json]
+
+Why: calibrated weights (``geomatch models calibrate``) put the network's scores on a probability scale, where
+the shared 0.6 floor and 0.95 ceiling mean something else than on the saturated scores they were set for. The
+pairs are ``cascade_ratios.RATIO_VALIDATION`` (the volkov-s1s2 scenes of the optical-SAR patch set's val
+split), each prepared by :func:`cascade.validation_pair`. Per pair and row (RRL-Net alone, the cascade): one
+run with both tests off (floor -1, ceiling 1), its points re-filtered (all levels) at every (floor, ceiling) of
+``FLOORS`` x ``CEILINGS``. Rule: the most kept points under 1 px summed over the pairs; ties: the higher floor,
+then the lower ceiling. The classical rows (ncc, cfog) run at their own "auto" thresholds for the comparison
+that decides the default: a candidate must beat both on kept points AND median error summed/median over the
+pairs (the issue's rule, applied to validation pairs, never to a reported pair).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+from cascade import _filtered, run_mod, validation_pair
+from cascade_ratios import RATIO_VALIDATION
+
+from geomatch import config
+
+FLOORS = tuple(round(f, 2) for f in np.arange(0.0, 0.91, 0.05))
+CEILINGS = (0.8, 0.85, 0.9, 0.95, 0.98, 1.0)
+HERE = Path(__file__).resolve().parent
+
+
+def _run(optical, sar, sets: dict):
+    cfg = config.load("default", {"write.plot": False, "pair.sar_scale": "db", **sets})
+    res = run_mod.run_pipeline(str(optical), str(sar), cfg)
+    evals = float(res.gdf["n_evals"].mean()) if "n_evals" in res.gdf and len(res.gdf) else 0.0
+    return cfg, res, evals
+
+
+def collect(weights: str) -> list[dict]:
+    rows = {"rrlnet": {"match.plugin": "rrlnet", "match.weights": weights},
+            "cascade": {"match.plugin": "rrlnet", "match.weights": weights, "match.mode": "cascade"}}
+    out = []
+    for sid in RATIO_VALIDATION:
+        with tempfile.TemporaryDirectory() as tmp:
+            optical, sar, errors, _ = validation_pair(sid, Path(tmp))
+            for name in ("ncc", "cfog"):
+                cfg, res, evals = _run(optical, sar, {"match.plugin": name})
+                floor = config.resolve_min_score(cfg.filter.min_score, cfg.match)
+                ceiling = config.resolve_max_ratio(cfg.filter.max_ratio, cfg.match)
+                out.append({"pair": sid, "row": name, "match_s": res.summary["timings_s"]["match"],
+                            "evals": evals, "auto": _filtered(res.gdf, cfg, floor, errors, max_ratio=ceiling)})
+                print(json.dumps({k: v for k, v in out[-1].items()}), flush=True)
+            for name, sets in rows.items():
+                cfg, res, evals = _run(optical, sar, {**sets, "filter.min_score": -1.0, "filter.max_ratio": 1.0})
+                grid = [{**_filtered(res.gdf, cfg, f, errors, max_ratio=c), "max_ratio": c}
+                        for f, c in product(FLOORS, CEILINGS)]
+                out.append({"pair": sid, "row": name, "match_s": res.summary["timings_s"]["match"], "evals": evals,
+                            "grid": grid})
+                print(json.dumps({"pair": sid, "row": name, "match_s": out[-1]["match_s"], "evals": evals}),
+                      flush=True)
+    return out
+
+
+def choose(rows: list[dict]) -> dict:
+    chosen = {}
+    for name in ("rrlnet", "cascade"):
+        mine = [r for r in rows if r["row"] == name]
+
+        def total(f, c, mine=mine):
+            return sum(next(g for g in r["grid"] if g["floor"] == f and g["max_ratio"] == c)["under_1px"]
+                       for r in mine)
+
+        f, c = max(product(FLOORS, CEILINGS), key=lambda fc: (total(*fc), fc[0], -fc[1]))
+        per_pair = [{"pair": r["pair"], **next(g for g in r["grid"] if g["floor"] == f and g["max_ratio"] == c),
+                     "match_s": r["match_s"], "evals": r["evals"]} for r in mine]
+        chosen[name] = {"min_score": f, "max_ratio": c, "under_1px": total(f, c), "pairs": per_pair}
+    for name in ("ncc", "cfog"):
+        mine = [r for r in rows if r["row"] == name]
+        chosen[name] = {"under_1px": sum(r["auto"]["under_1px"] for r in mine),
+                        "pairs": [{"pair": r["pair"], **r["auto"], "match_s": r["match_s"], "evals": r["evals"]}
+                                  for r in mine]}
+    return chosen
+
+
+def render(out: dict) -> list[str]:
+    lines = ["# Network thresholds and the default pipeline (`benchmarks/network_thresholds.py`)", "",
+             f"Weights: `{out['weights']}`. Pairs (validation only): {', '.join(out['pairs'])}. "
+             "Rule: most kept points under 1 px summed over the pairs.", "",
+             "| row | min_score | max_ratio | kept | under 1 px | median of pair medians | match s (sum) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, c in out["chosen"].items():
+        meds = [p["median_px"] for p in c["pairs"] if p["median_px"] is not None]
+        lines.append(f"| {name} | {c.get('min_score', 'auto')} | {c.get('max_ratio', 'auto')} | "
+                     f"{sum(p['kept'] for p in c['pairs'])} | {c['under_1px']} | "
+                     f"{np.median(meds):.2f} px | {sum(p['match_s'] for p in c['pairs']):.0f} |")
+    lines += ["", "Per pair (kept / median px / under 1 px):", "", "| pair | " + " | ".join(out["chosen"]) + " |",
+              "|---|" + "---|" * len(out["chosen"])]
+    for sid in out["pairs"]:
+        cells = []
+        for c in out["chosen"].values():
+            p = next(p for p in c["pairs"] if p["pair"] == sid)
+            med = "-" if p["median_px"] is None else f"{p['median_px']:.2f}"
+            cells.append(f"{p['kept']} / {med} / {p['under_1px']}")
+        lines.append(f"| {sid} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", required=True)
+    ap.add_argument("--out", default=str(HERE / "network_thresholds.json"))
+    args = ap.parse_args()
+    rows = collect(args.weights)
+    out = {"weights": args.weights, "pairs": list(RATIO_VALIDATION), "floors": list(FLOORS),
+           "ceilings": list(CEILINGS), "rows": rows, "chosen": choose(rows)}
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    md = "\n".join(render(out)) + "\n"
+    Path(args.out).with_suffix(".md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
