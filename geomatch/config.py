@@ -315,26 +315,31 @@ def build(data: dict, overrides: dict | None = None, source: str = "<dict>") -> 
     return PipelineConfig(**kwargs)
 
 
-def resolve_min_score(value: float | str, match: MatchConfig) -> float:
-    """``filter.min_score`` as a number: a number as given; "auto" the matcher's own floor (its class's
-    ``min_score``), and in cascade mode ``w * matcher's + (1 - w) * proposer's``, w = cascade_weight."""
+def resolve_min_score(value: float | str, match: MatchConfig, weights: dict | None = None) -> float:
+    """``filter.min_score`` as a number: a number as given; "auto" the matcher's own floor (the one its
+    weights record, ``weights`` = ``Scorer.thresholds``, else its class's ``min_score``), and in cascade mode
+    ``w * matcher's + (1 - w) * proposer's``, w = cascade_weight."""
     if not isinstance(value, str):
         return value
     _check_min_score(value)
-    return _class_mix("min_score", match)
+    return _class_mix("min_score", match, weights)
 
 
-def resolve_max_ratio(value: float | str, match: MatchConfig) -> float:
-    """``filter.max_ratio`` as a number, as :func:`resolve_min_score` resolves the floor: "auto" is the class's
-    ``max_ratio``, mixed by cascade_weight in cascade mode (the ratio there is one of mixed scores)."""
+def resolve_max_ratio(value: float | str, match: MatchConfig, weights: dict | None = None) -> float:
+    """``filter.max_ratio`` as a number, as :func:`resolve_min_score` resolves the floor: "auto" is the weights'
+    or the class's ``max_ratio``, mixed by cascade_weight in cascade mode (the ratio there is one of mixed
+    scores)."""
     if not isinstance(value, str):
         return value
     _check_max_ratio(value)
-    return _class_mix("max_ratio", match)
+    return _class_mix("max_ratio", match, weights)
 
 
-def _class_mix(attr: str, match: MatchConfig) -> float:
-    value = _class_value(match.plugin, attr)
+def _class_mix(attr: str, match: MatchConfig, weights: dict | None) -> float:
+    # Thresholds belong to a score scale, and the scale to the weights (calibrated or not), so the weights'
+    # own record wins over the class's.
+    value = (weights or {}).get(attr)
+    value = _class_value(match.plugin, attr) if value is None else float(value)
     if match.mode == "cascade":
         w = match.cascade_weight
         value = w * value + (1 - w) * _class_value(match.proposer, attr)

@@ -143,9 +143,13 @@ def info(name, width, as_json):
               help="Ground sampling distance of the training chips; omit for material that is not georeferenced.")
 @click.option("--gsd-range", "gsd_range_m", type=click.FloatRange(min=0, min_open=True), nargs=2,
               metavar="LO HI", default=None, help="GSD range the scale augmentation covered (default: --gsd alone).")
+@click.option("--min-score", type=float, default=None,
+              help="The filter's score floor on these weights' scale (what filter.min_score = auto takes).")
+@click.option("--max-ratio", type=float, default=None,
+              help="The filter's ambiguity ceiling on these weights' scale (what filter.max_ratio = auto takes).")
 @json_opt
 def package(checkpoint, tag, card_path, description, pair_types, test_scenes, out_dir, gsd_m, gsd_range_m,
-            as_json):
+            as_json, min_score=None, max_ratio=None):
     """Ship CHECKPOINT as weights TAG: pruned, float16 where scores allow, sha256 in the index."""
     from pathlib import Path
 
@@ -154,7 +158,8 @@ def package(checkpoint, tag, card_path, description, pair_types, test_scenes, ou
     extra = {"test_scenes": list(test_scenes)} if test_scenes else {}
     entry = package_weights(checkpoint, tag, out_dir, description=description, pair_types=list(pair_types),
                             card=Path(card_path).read_text(), extra=extra, gsd_m=gsd_m,
-                            gsd_range_m=gsd_range_m or None)
+                            gsd_range_m=gsd_range_m or None,
+                            thresholds={"min_score": min_score, "max_ratio": max_ratio})
     if as_json:
         emit_json(entry)
     else:

@@ -21,11 +21,13 @@ FP16_TOLERANCE = 2e-3  # largest |score(shipped) - score(float32 original)| acce
 
 def package_weights(checkpoint, tag: str, out_dir, *, description: str, pair_types: list[str],
                     card: str, metrics: dict | None = None, extra: dict | None = None, seed: int = 0,
-                    gsd_m: float | None = None, gsd_range_m=None) -> dict:
+                    gsd_m: float | None = None, gsd_range_m=None, thresholds: dict | None = None) -> dict:
     """Prune, store as float16, check scores on random pairs, write ``<matcher>-<tag>.pt`` + card + index.
 
     ``gsd_m`` / ``gsd_range_m`` (metres; default: the checkpoint's own) record the ground sampling distance
-    trained at and the range its scale augmentation covered, in the file and the index entry."""
+    trained at and the range its scale augmentation covered, in the file and the index entry; ``thresholds``
+    (``{min_score, max_ratio}``, default: the checkpoint's own) the filter's floor and ceiling on these weights'
+    score scale, which ``"auto"`` takes (:mod:`geomatch.models.weights`)."""
     state, meta = load_checkpoint(checkpoint)
     name = meta["architecture"]
     full = build_matcher(name, weights=checkpoint)
@@ -40,6 +42,11 @@ def package_weights(checkpoint, tag: str, out_dir, *, description: str, pair_typ
     scale = _scale(gsd_m if gsd_m is not None else meta.get("gsd_m"),
                    gsd_range_m if gsd_range_m is not None else meta.get("gsd_range_m"))
     meta_out.update(scale)
+    chosen = _thresholds({**(meta.get("thresholds") or {}), **{k: v for k, v in (thresholds or {}).items()
+                                                             if v is not None}})
+    if chosen:
+        meta_out["thresholds"] = chosen
+        scale = {**scale, "thresholds": chosen}
     extra = {**scale, **(extra or {})}
     gen = torch.Generator().manual_seed(seed)
     p = pruned.config.patch_size
@@ -67,6 +74,19 @@ def package_weights(checkpoint, tag: str, out_dir, *, description: str, pair_typ
                   **(extra or {})}
     write_atomic(index_path, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
     return index[tag]
+
+
+def _thresholds(values: dict) -> dict:
+    """The recorded floor/ceiling, checked: both scores in [0, 1] (a ceiling above 0)."""
+    out = {}
+    for key in ("min_score", "max_ratio"):
+        if values.get(key) is None:
+            continue
+        v = float(values[key])
+        if not (0.0 <= v <= 1.0) or (key == "max_ratio" and v == 0.0):
+            raise InputError(f"--{key.replace('_', '-')} {v:g}: give a score in [0, 1] (max-ratio above 0)")
+        out[key] = v
+    return out
 
 
 def _scale(gsd_m, gsd_range_m) -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from geomatch.models.engines import CPU_RUNTIMES, CUDA_RUNTIMES, Engine, choose_
 from geomatch.models.factory import build_matcher
 from geomatch.models.precision import check_request as check_precision
 from geomatch.models.precision import choose_reduced
-from geomatch.models.weights import resolve_weights, weights_gsd
+from geomatch.models.weights import resolve_weights, weights_record
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class _Loaded:
     gsd_m: float | None = None  # ground sampling distance the weights were trained at (None: not recorded)
     gsd_range_m: tuple[float, float] | None = None  # the range their scale augmentation covered
     precision: str = "fp32"  # the arithmetic the engine runs (geomatch.models.precision)
+    thresholds: dict = field(default_factory=dict)  # the weights' own filter floor/ceiling (weights.RECORD_KEYS)
 
 
 def _rebuild(spec: tuple, batch_size: int) -> Scorer:
@@ -75,6 +76,7 @@ class Scorer:
     precision = property(lambda self: self._loaded.precision)  # the one used: a reduced one may fall back to fp32
     gsd_m = property(lambda self: self._loaded.gsd_m)  # None for classical matchers (and unrecorded weights)
     gsd_range_m = property(lambda self: self._loaded.gsd_range_m)
+    thresholds = property(lambda self: dict(self._loaded.thresholds))  # {} for classical matchers
 
     def __repr__(self) -> str:
         return (f"Scorer({self.name!r}, weights={self.weights_tag!r}, device={self.device!r}, "
@@ -188,9 +190,10 @@ def _load(name: str, resolved, dev: torch.device, runtime: str, width: float | N
     parameter_free = not any(True for _ in model.parameters())
     log.info("%s scorer: weights %s, %s %s on %s", name, tag, chosen, precision, dev)
     cfg = model.config
+    gsd_m, gsd_range_m, thresholds = weights_record(resolved)
     return _Loaded(engine, name, chosen, str(dev), int(cfg.patch_size), tuple(cfg.in_channels),
                    None if parameter_free else float(cfg.width), tag, sha, spec, parity,
-                   *weights_gsd(resolved), precision=precision)  # fmt: skip
+                   gsd_m, gsd_range_m, precision=precision, thresholds=thresholds)  # fmt: skip
 
 
 __all__ = ["Scorer", "build_scorer", "clear_cache"]

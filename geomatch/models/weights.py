@@ -4,7 +4,9 @@ Shipped weights come from weights packages that distributions declare under the 
 entry-point group: each entry names an importable package holding ``index.json``, which maps a tag to
 ``{file, matcher, width, sha256, description, pair_types}`` (files beside the index), and for georeferenced
 training material ``gsd_m`` and ``gsd_range_m`` (the ground sampling distance trained at and the range the
-scale augmentation covered; :mod:`geomatch.pipeline.gsd`). Our own shipped
+scale augmentation covered; :mod:`geomatch.pipeline.gsd`) and ``thresholds`` (``{min_score, max_ratio}``: the
+tie-point filter's floor and ceiling on these weights' own score scale, chosen on validation pairs; what
+``filter.min_score = "auto"`` / ``max_ratio = "auto"`` take before the matcher class's). Our own shipped
 weights are registered exactly this way (see ``setup.cfg``); a third-party distribution adds its own with::
 
     [options.entry_points]
@@ -39,7 +41,7 @@ class ResolvedWeights:
     path: Path
     sha256: str | None = None  # known for shipped weights; a user file is checked by its own checksum
     description: str = ""
-    scale: tuple | None = None  # (gsd_m, gsd_range_m) from the shipped index; None: read from the file
+    record: dict | None = None  # gsd_m, gsd_range_m, thresholds from the shipped index; None: read from the file
 
 
 def weights_folders() -> dict[str, Path]:
@@ -102,30 +104,39 @@ def shipped_tags(matcher_name: str) -> list[str]:
 def _from_index(tag: str) -> ResolvedWeights:
     folder, entry = _shipped()[tag]
     return ResolvedWeights(tag, folder / entry["file"], entry.get("sha256"), entry.get("description", ""),
-                           (entry.get("gsd_m"), entry.get("gsd_range_m")))
+                           {k: entry.get(k) for k in RECORD_KEYS})
 
 
-def weights_gsd(resolved: ResolvedWeights | None) -> tuple[float | None, tuple[float, float] | None]:
-    """(gsd_m, gsd_range_m) the weights were trained at, (None, None) where not recorded: the shipped index's
+RECORD_KEYS = ("gsd_m", "gsd_range_m", "thresholds")
+THRESHOLD_KEYS = ("min_score", "max_ratio")
+
+
+def weights_record(resolved: ResolvedWeights | None) -> tuple[float | None, tuple[float, float] | None, dict]:
+    """(gsd_m, gsd_range_m, thresholds) recorded with the weights, (None, None, {}) where not: the shipped index's
     entry (it can be given them without repackaging), else the checkpoint's own metadata."""
     if resolved is None:
-        return None, None
-    if resolved.scale is not None:
-        gsd, rng = resolved.scale
+        return None, None, {}
+    if resolved.record is not None:
+        rec = resolved.record
         where = f"shipped weights index entry '{resolved.tag}'"
     else:
         from geomatch.models.checkpoint import load_checkpoint
 
-        meta = load_checkpoint(resolved.path)[1]
-        gsd, rng = meta.get("gsd_m"), meta.get("gsd_range_m")
+        rec = load_checkpoint(resolved.path)[1]
         where = f"checkpoint {resolved.path}"
+    gsd, rng, thr = rec.get("gsd_m"), rec.get("gsd_range_m"), rec.get("thresholds") or {}
     try:
         gsd = None if gsd is None else float(gsd)
         rng = None if rng is None else (float(rng[0]), float(rng[1]))
     except (TypeError, ValueError, IndexError, KeyError) as exc:
         raise CheckpointError(f"{where} has gsd_m {gsd!r} / gsd_range_m {rng!r}: not metres; repackage it with "
                               "geomatch models package --gsd M --gsd-range LO HI") from exc
-    return gsd, rng
+    try:
+        thr = {k: float(thr[k]) for k in THRESHOLD_KEYS if thr.get(k) is not None}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{where} has thresholds {thr!r}: give numbers for {', '.join(THRESHOLD_KEYS)}; "
+                              "repackage it with geomatch models package --min-score S --max-ratio R") from exc
+    return gsd, rng, thr
 
 
 def resolve_weights(matcher_name: str, spec: str | os.PathLike | None) -> ResolvedWeights | None:

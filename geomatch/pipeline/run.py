@@ -175,11 +175,12 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
         log.info("patches sampled at %.3g optical pixels per patch pixel (input %.3g m, weights %s m)", zoom,
                  pair.optical_res_m, scorer.gsd_m)
     # The record keeps the pipeline as given ("auto" floors too: batch reruns compare it); the run filters with
-    # the matcher's resolved floor, which asks the matcher class and so waits for the scorer.
+    # the matcher's resolved floor, which asks its weights or class and so waits for the scorer.
     given = cfg
-    cfg = replace(cfg, filter=replace(cfg.filter, min_score=config.resolve_min_score(cfg.filter.min_score,
-                                                                                     cfg.match),
-                                      max_ratio=config.resolve_max_ratio(cfg.filter.max_ratio, cfg.match)))
+    own = scorer.thresholds
+    cfg = replace(cfg, filter=replace(cfg.filter,
+                                      min_score=config.resolve_min_score(cfg.filter.min_score, cfg.match, own),
+                                      max_ratio=config.resolve_max_ratio(cfg.filter.max_ratio, cfg.match, own)))
     timings["pair"] = time.perf_counter() - t
 
     t = time.perf_counter()

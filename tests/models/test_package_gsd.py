@@ -71,3 +71,40 @@ def test_models_package_cli_takes_gsd_options(checkpoint, tmp_path, runner):
     assert json.loads((out / "index.json").read_text())["t"]["gsd_range_m"] == [9.5, 10.5]
     bad = runner.invoke(cli, args[:-6] + ["--gsd-range", "1", "2"])
     assert bad.exit_code == 2 and "--gsd-range needs --gsd" in bad.output
+
+
+def test_thresholds_recorded_with_the_weights_win_over_the_class(checkpoint, tmp_path):
+    """Calibrated weights put scores on another scale: their own floor/ceiling is what "auto" resolves to."""
+    from geomatch import config
+
+    entry = _package(checkpoint, tmp_path, thresholds={"min_score": 0.3, "max_ratio": 0.9})
+    assert entry["thresholds"] == {"min_score": 0.3, "max_ratio": 0.9}
+    assert load_checkpoint(tmp_path / entry["file"])[1]["thresholds"] == entry["thresholds"]
+    scorer = build_scorer("rrlnet", str(tmp_path / entry["file"]), device="cpu")
+    assert scorer.thresholds == {"min_score": 0.3, "max_ratio": 0.9}
+    match = config.MatchConfig(plugin="rrlnet")
+    assert config.resolve_min_score("auto", match, scorer.thresholds) == 0.3
+    assert config.resolve_max_ratio("auto", match, scorer.thresholds) == 0.9
+    assert config.resolve_min_score(0.7, match, scorer.thresholds) == 0.7  # a number given wins
+    assert config.resolve_min_score("auto", match, {}) == 0.6  # none recorded: the class's
+    cascade = config.MatchConfig(plugin="rrlnet", mode="cascade", proposer="cfog", cascade_weight=0.5)
+    cfog = config.resolve_min_score("auto", config.MatchConfig(plugin="cfog"))
+    assert config.resolve_min_score("auto", cascade, scorer.thresholds) == pytest.approx(0.5 * 0.3 + 0.5 * cfog)
+    # Repackaged without them, the weights keep theirs; bad values are refused in one line.
+    assert _package(tmp_path / entry["file"], tmp_path / "again")["thresholds"] == entry["thresholds"]
+    with pytest.raises(InputError, match="--min-score 1.5"):
+        _package(checkpoint, tmp_path / "bad", thresholds={"min_score": 1.5})
+
+
+def test_a_run_filters_with_the_weights_thresholds(checkpoint, tmp_path):
+    from geomatch import config
+    from geomatch.pipeline.run import run_pipeline
+    from tests.factories import make_pair
+
+    entry = _package(checkpoint, tmp_path, thresholds={"min_score": 0.01, "max_ratio": 0.99})
+    make_pair(tmp_path, shift=(1.0, 0.5), size=(96, 96), seed=3)
+    cfg = config.load("default", {"match.weights": str(tmp_path / entry["file"]), "write.plot": False,
+                                  "detect.max_points": 20})
+    res = run_pipeline(str(tmp_path / "optical.tif"), str(tmp_path / "sar.tif"), cfg,
+                       output=str(tmp_path / "tp.gpkg"))
+    assert res.summary["filter_min_score"] == 0.01 and res.summary["filter_max_ratio"] == 0.99
