@@ -1,7 +1,9 @@
 """Reduced-precision scoring (``match.precision``): speed beside the conv probe, score error, and tie points.
 
-    python benchmarks/precision.py --json benchmarks/precision.json > benchmarks/precision_run.md
-    python benchmarks/precision.py --gefolki --json benchmarks/precision_gefolki.json   # tie points, fp32 vs bf16/int8
+    cd benchmarks
+    python precision.py --errors-only --json errors.json                  # score errors (minutes at w1.0)
+    python precision.py --threads 2 --no-errors --json speed.json         # interleaved speed, every cell
+    python precision.py --gefolki --precisions fp32,int8 --json tie.json  # tie points, one run per precision
 
 Speed: RRL-Net at width 0.25 (the shipped ``optical-sar`` weights) and 1.0 (fresh initialisation), each engine
 built through ``build_scorer`` (the pipeline's path: numpy in, numpy out) at batches 32, 128 and 256, 2 threads.
@@ -171,6 +173,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cells", default="0.25:32:12,0.25:128:6,0.25:256:4,1:32:5,1:128:3,1:256:3",
                     help="WIDTH:BATCH:ROUNDS,... (interleaved rounds per cell; medians over them)")
     ap.add_argument("--no-errors", action="store_true", help="speed only (the score errors take minutes at w1.0)")
+    ap.add_argument("--errors-only", action="store_true", help="score errors at w0.25 and w1.0, no speed")
     ap.add_argument("--min-time", type=float, default=0.0, help="seconds per timing (0: one call, the finest "
                     "interleaving: on a shared machine load changes within seconds)")
     ap.add_argument("--threads", type=int, default=2)
@@ -190,6 +193,8 @@ def main(argv=None) -> int:
     else:
         cells = [(float(w), int(b), int(r)) for w, b, r in (c.split(":") for c in args.cells.split(","))]
         widths = sorted({w for w, _, _ in cells})
+        if args.errors_only:
+            cells = []
         errors = {} if args.no_errors else {f"w{w:g}": score_errors(w) for w in widths}
 
         def save(results):

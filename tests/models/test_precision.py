@@ -115,3 +115,24 @@ def test_check_pairs_are_real_looking_and_mixed():
     assert 0 <= optical.min() and optical.max() <= 1 and optical.std() > 0.05 and sar.std() > 0.05
     again = precision.sample_pairs(8, seed=3)
     np.testing.assert_array_equal(again[0], optical)
+
+
+def test_the_pipeline_passes_match_precision_to_its_scorer(tmp_path, monkeypatch):
+    from factories import make_pair
+
+    from geomatch.pipeline import run
+
+    pair = make_pair(tmp_path)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_build_scorer(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(run, "build_scorer", fake_build_scorer)
+    with pytest.raises(Stop):
+        run.run_pipeline(pair.optical, pair.sar, config.load("default", {"match.precision": "int8"}))
+    assert seen["precision"] == "int8"
