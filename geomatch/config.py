@@ -12,7 +12,7 @@ import os
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -335,10 +335,27 @@ def resolve_max_ratio(value: float | str, match: MatchConfig, weights: dict | No
     return _class_mix("max_ratio", match, weights)
 
 
+def effective_match(match: MatchConfig) -> MatchConfig:
+    """``match`` as the run performs it: ``mode = "cascade"`` with a classical matcher (``--matcher ncc`` on the
+    default pipeline) searches on its own, because the cascade's network verifies classical proposals and a
+    classical matcher has nothing to add to them. Imports the matcher class (torch): call it at run time."""
+    if match.mode == "cascade":
+        from geomatch.models.factory import needs_weights
+
+        if not needs_weights(match.plugin):
+            return replace(match, mode="search")
+    return match
+
+
 def _class_mix(attr: str, match: MatchConfig, weights: dict | None) -> float:
+    match = effective_match(match)
     # Thresholds belong to a score scale, and the scale to the weights (calibrated or not), so the weights'
     # own record wins over the class's.
-    value = (weights or {}).get(attr)
+    own = weights or {}
+    if match.mode == "cascade" and own.get("cascade", {}).get(attr) is not None:
+        # Chosen for the cascade itself (its combined score), which the mix below only approximates.
+        return float(own["cascade"][attr])
+    value = own.get(attr)
     value = _class_value(match.plugin, attr) if value is None else float(value)
     if match.mode == "cascade":
         w = match.cascade_weight

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The shipped `optical-sar` weights (plugins/weights/rrlnet-optical-sar.pt): RRL-Net at width 0.25,
-# VIS-NIR pre-training (stage 1 of recipes/rrlnet-vis-nir.sh, which was the shipped vis-nir file at the
-# time), fine-tuned on co-registered S1/S2 chips with a scene-level split. About 11 min on 2 CPU cores.
+# The shipped `optical-sar` weights (plugins/weights/rrlnet-optical-sar.pt): RRL-Net at width 0.25, VIS-NIR
+# pre-training (the shipped vis-nir file), fine-tuned on every optical/SAR source of the shared data folder with
+# scale (0.5-2x) and speckle augmentation, calibrated on the validation split, its filter thresholds chosen on
+# the volkov-s1s2 validation scenes. About 40 min on 2 CPU cores.
 set -euo pipefail
 DATA=${GEOMATCH_DATA:-../shared/data}
-# The shipped weights predate the volkov-s1s2/3mos/changedet sources: --include keeps the build they used.
-geomatch dataset build --preset optical-sar --data-dir "$DATA" --include terramind --include bigearthnet --include sen1floods11 --include ssl4eo-s12 --out data/optical-sar-patches --seed 0 --hard-offset 8 24
-geomatch train --model rrlnet --dataset data/optical-sar-patches --width 0.25 --init-weights runs/stage1/rrlnet-vis-nir-stage1.pt --epochs 20 --batch-size 64 --lr 2e-4 --out runs/rrlnet-optsar-w025 --seed 100
-geomatch evaluate --weights runs/rrlnet-optsar-w025/best.pt --dataset data/optical-sar-patches
-geomatch models package runs/rrlnet-optsar-w025/best.pt --tag optical-sar --card plugins/weights/rrlnet-optical-sar.md --description "RRL-Net w0.25 for optical (S2 grey) to SAR (S1 VV dB) patches: VIS-NIR pre-training, fine-tuned on 6 S1/S2 scenes (CPU)" --pair-type optical-sar --test-scene terramind/433D_629L_3_1 --test-scene terramind/637U_59R_1_3 --test-scene bigearthnet/S1A_IW_GRDH_1SDV_20170925T043256_35VPK_69_24
+geomatch dataset build --preset optical-sar --data-dir "$DATA" --zoom 0.5 2 --max-points 600 --seed 0 --out data/osar2
+geomatch train --model rrlnet --dataset data/osar2 --width 0.25 --init-weights plugins/weights/rrlnet-vis-nir.pt --epochs 10 --max-iters-per-epoch 300 --batch-size 64 --lr 2e-4 --speckle 0.3 --out runs/osar2-w025 --seed 100
+geomatch models calibrate runs/osar2-w025/best.pt --dataset data/osar2 --split val --out runs/osar2-w025/calibrated.pt
+# The patch set's validation split as a test subset, beside the held-out test split, for `geomatch evaluate`.
+mkdir -p data/osar2-eval
+for f in train train_label test_optical-sar test_optical-sar_label; do ln -sf "../osar2/$f.npy" "data/osar2-eval/$f.npy"; done
+ln -sf ../osar2/val.npy data/osar2-eval/test_val.npy && ln -sf ../osar2/val_label.npy data/osar2-eval/test_val_label.npy
+geomatch evaluate --weights runs/osar2-w025/calibrated.pt --dataset data/osar2-eval
+(cd benchmarks && python network_thresholds.py --weights ../runs/osar2-w025/calibrated.pt)
+geomatch models package runs/osar2-w025/calibrated.pt --tag optical-sar --card plugins/weights/rrlnet-optical-sar.md --description "RRL-Net w0.25 for optical (grey) to SAR (dB) patches, calibrated: VIS-NIR pre-training, fine-tuned on 61 S1/S2, 3MOS and change-detection scenes with scale (0.5-2x) and speckle augmentation (CPU)" --pair-type optical-sar --test-scene volkov-s1s2/140 --test-scene volkov-s1s2/155 --test-scene volkov-s1s2/162 --test-scene volkov-s1s2/169 --test-scene changedet/gloucester/Img5 --test-scene "changedet/hcd-gsp/#5-Shuguang" --gsd 10 --gsd-range 5 20 --min-score 0.4 --max-ratio 0.95 --cascade-min-score 0.4 --cascade-max-ratio 1.0

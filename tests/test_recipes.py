@@ -48,4 +48,4 @@ def test_recipe_commands_parse(script, tmp_path, monkeypatch):
                 else:
                     target.mkdir(exist_ok=True)
         ctx = _parse(cli, "geomatch", args)
-        assert ctx.command.name in {"build", "train", "evaluate", "package"}, args
+        assert ctx.command.name in {"build", "train", "evaluate", "package", "calibrate"}, args

@@ -147,9 +147,13 @@ def info(name, width, as_json):
               help="The filter's score floor on these weights' scale (what filter.min_score = auto takes).")
 @click.option("--max-ratio", type=float, default=None,
               help="The filter's ambiguity ceiling on these weights' scale (what filter.max_ratio = auto takes).")
+@click.option("--cascade-min-score", type=float, default=None,
+              help="The same floor for match.mode = cascade (its combined score); default: the mix of both floors.")
+@click.option("--cascade-max-ratio", type=float, default=None,
+              help="The same ceiling for match.mode = cascade; default: the mix of both ceilings.")
 @json_opt
 def package(checkpoint, tag, card_path, description, pair_types, test_scenes, out_dir, gsd_m, gsd_range_m,
-            as_json, min_score=None, max_ratio=None):
+            as_json, min_score=None, max_ratio=None, cascade_min_score=None, cascade_max_ratio=None):
     """Ship CHECKPOINT as weights TAG: pruned, float16 where scores allow, sha256 in the index."""
     from pathlib import Path
 
@@ -159,7 +163,9 @@ def package(checkpoint, tag, card_path, description, pair_types, test_scenes, ou
     entry = package_weights(checkpoint, tag, out_dir, description=description, pair_types=list(pair_types),
                             card=Path(card_path).read_text(), extra=extra, gsd_m=gsd_m,
                             gsd_range_m=gsd_range_m or None,
-                            thresholds={"min_score": min_score, "max_ratio": max_ratio})
+                            thresholds={"min_score": min_score, "max_ratio": max_ratio,
+                                        "cascade": {"min_score": cascade_min_score,
+                                                    "max_ratio": cascade_max_ratio}})
     if as_json:
         emit_json(entry)
     else:

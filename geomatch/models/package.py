@@ -42,8 +42,13 @@ def package_weights(checkpoint, tag: str, out_dir, *, description: str, pair_typ
     scale = _scale(gsd_m if gsd_m is not None else meta.get("gsd_m"),
                    gsd_range_m if gsd_range_m is not None else meta.get("gsd_range_m"))
     meta_out.update(scale)
-    chosen = _thresholds({**(meta.get("thresholds") or {}), **{k: v for k, v in (thresholds or {}).items()
-                                                             if v is not None}})
+    given = thresholds or {}
+    old = meta.get("thresholds") or {}
+    chosen = _thresholds({**old, **{k: v for k, v in given.items() if k != "cascade" and v is not None}})
+    cascade = _thresholds({**(old.get("cascade") or {}),
+                           **{k: v for k, v in (given.get("cascade") or {}).items() if v is not None}})
+    if cascade:
+        chosen["cascade"] = cascade
     if chosen:
         meta_out["thresholds"] = chosen
         scale = {**scale, "thresholds": chosen}

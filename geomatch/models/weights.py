@@ -4,8 +4,9 @@ Shipped weights come from weights packages that distributions declare under the 
 entry-point group: each entry names an importable package holding ``index.json``, which maps a tag to
 ``{file, matcher, width, sha256, description, pair_types}`` (files beside the index), and for georeferenced
 training material ``gsd_m`` and ``gsd_range_m`` (the ground sampling distance trained at and the range the
-scale augmentation covered; :mod:`geomatch.pipeline.gsd`) and ``thresholds`` (``{min_score, max_ratio}``: the
-tie-point filter's floor and ceiling on these weights' own score scale, chosen on validation pairs; what
+scale augmentation covered; :mod:`geomatch.pipeline.gsd`) and ``thresholds`` (``{min_score, max_ratio, cascade: {min_score,
+max_ratio}}``: the tie-point filter's floor and ceiling on these weights' own score scale, alone and in the
+cascade, chosen on validation pairs; what
 ``filter.min_score = "auto"`` / ``max_ratio = "auto"`` take before the matcher class's). Our own shipped
 weights are registered exactly this way (see ``setup.cfg``); a third-party distribution adds its own with::
 
@@ -132,7 +133,11 @@ def weights_record(resolved: ResolvedWeights | None) -> tuple[float | None, tupl
         raise CheckpointError(f"{where} has gsd_m {gsd!r} / gsd_range_m {rng!r}: not metres; repackage it with "
                               "geomatch models package --gsd M --gsd-range LO HI") from exc
     try:
+        cascade = thr.get("cascade") or {}
         thr = {k: float(thr[k]) for k in THRESHOLD_KEYS if thr.get(k) is not None}
+        cascade = {k: float(cascade[k]) for k in THRESHOLD_KEYS if cascade.get(k) is not None}
+        if cascade:
+            thr["cascade"] = cascade
     except (TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{where} has thresholds {thr!r}: give numbers for {', '.join(THRESHOLD_KEYS)}; "
                               "repackage it with geomatch models package --min-score S --max-ratio R") from exc

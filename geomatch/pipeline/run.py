@@ -169,14 +169,17 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
     pair = RasterPair(optical, sar, cfg.pair)
     scorer = build_scorer(cfg.match.plugin, cfg.match.weights, cfg.match.device, cfg.match.batch_size,
                           params=dict(cfg.match.params), precision=cfg.match.precision)
+    # The record keeps the pipeline as given ("auto" floors too: batch reruns compare it); the run filters with
+    # the matcher's resolved floor, which asks its weights or class and so waits for the scorer.
+    given = cfg
+    if config.effective_match(cfg.match).mode != cfg.match.mode:
+        log.info("match.mode = cascade with the classical matcher %s: it searches on its own", scorer.name)
+        cfg = replace(cfg, match=config.effective_match(cfg.match))
     match = _match_in_pixels(cfg.match, pair.optical_res)
     zoom = patch_zoom(cfg.match.patch_gsd, scorer.gsd_m, scorer.gsd_range_m, pair.optical_res_m, str(optical))
     if zoom != 1.0:
         log.info("patches sampled at %.3g optical pixels per patch pixel (input %.3g m, weights %s m)", zoom,
                  pair.optical_res_m, scorer.gsd_m)
-    # The record keeps the pipeline as given ("auto" floors too: batch reruns compare it); the run filters with
-    # the matcher's resolved floor, which asks its weights or class and so waits for the scorer.
-    given = cfg
     own = scorer.thresholds
     cfg = replace(cfg, filter=replace(cfg.filter,
                                       min_score=config.resolve_min_score(cfg.filter.min_score, cfg.match, own),

@@ -101,10 +101,12 @@ def test_a_run_filters_with_the_weights_thresholds(checkpoint, tmp_path):
     from geomatch.pipeline.run import run_pipeline
     from tests.factories import make_pair
 
-    entry = _package(checkpoint, tmp_path, thresholds={"min_score": 0.01, "max_ratio": 0.99})
+    entry = _package(checkpoint, tmp_path, thresholds={"min_score": 0.01, "max_ratio": 0.99,
+                                                       "cascade": {"min_score": 0.02, "max_ratio": 0.98}})
     make_pair(tmp_path, shift=(1.0, 0.5), size=(96, 96), seed=3)
-    cfg = config.load("default", {"match.weights": str(tmp_path / entry["file"]), "write.plot": False,
-                                  "detect.max_points": 20})
-    res = run_pipeline(str(tmp_path / "optical.tif"), str(tmp_path / "sar.tif"), cfg,
-                       output=str(tmp_path / "tp.gpkg"))
-    assert res.summary["filter_min_score"] == 0.01 and res.summary["filter_max_ratio"] == 0.99
+    for mode, floor, ceiling in [("search", 0.01, 0.99), ("cascade", 0.02, 0.98)]:
+        cfg = config.load("default", {"match.weights": str(tmp_path / entry["file"]), "write.plot": False,
+                                      "detect.max_points": 20, "match.mode": mode})
+        res = run_pipeline(str(tmp_path / "optical.tif"), str(tmp_path / "sar.tif"), cfg,
+                           output=str(tmp_path / f"tp-{mode}.gpkg"))
+        assert (res.summary["filter_min_score"], res.summary["filter_max_ratio"]) == (floor, ceiling), mode

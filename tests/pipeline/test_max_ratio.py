@@ -30,7 +30,16 @@ def test_auto_resolves_per_matcher_class():
     assert config.load("default", {"match.plugin": "cfog"}).filter.max_ratio == "auto"  # kept until a run
     assert _ceiling({"match.plugin": "cfog"}) == pytest.approx(CFOG.max_ratio)
     assert _ceiling({"match.plugin": "ncc", "filter.max_ratio": "auto"}) == pytest.approx(NCC.max_ratio)
-    assert _ceiling({"match.plugin": "rrlnet"}) == pytest.approx(Matcher.max_ratio)
+    assert _ceiling({"match.plugin": "rrlnet", "match.mode": "search"}) == pytest.approx(Matcher.max_ratio)
+
+
+def test_a_classical_matcher_in_cascade_mode_searches_alone():
+    """The default pipeline is a cascade; `--matcher ncc` on it is NCC alone, with NCC's own thresholds."""
+    cascade = config.load("default", {"match.plugin": "ncc"}).match
+    assert cascade.mode == "cascade"
+    assert config.effective_match(cascade).mode == "search"
+    assert config.effective_match(config.load("default").match).mode == "cascade"  # a network stays
+    assert _ceiling({"match.plugin": "ncc", "match.mode": "cascade"}) == pytest.approx(NCC.max_ratio)
 
 
 def test_cascade_mixes_the_two_ceilings_as_it_mixes_the_scores():
