@@ -4,10 +4,10 @@ Shipped weights come from weights packages that distributions declare under the 
 entry-point group: each entry names an importable package holding ``index.json``, which maps a tag to
 ``{file, matcher, width, sha256, description, pair_types}`` (files beside the index), and for georeferenced
 training material ``gsd_m`` and ``gsd_range_m`` (the ground sampling distance trained at and the range the
-scale augmentation covered; :mod:`geomatch.pipeline.gsd`) and ``thresholds`` (``{min_score, max_ratio, cascade: {min_score,
-max_ratio}}``: the tie-point filter's floor and ceiling on these weights' own score scale, alone and in the
-cascade, chosen on validation pairs; what
-``filter.min_score = "auto"`` / ``max_ratio = "auto"`` take before the matcher class's). Our own shipped
+scale augmentation covered; :mod:`geomatch.pipeline.gsd`) and ``thresholds``
+(``{min_score, max_ratio, cascade: {min_score, max_ratio}}``: the tie-point filter's floor and ceiling on these
+weights' own score scale, alone and in the cascade, chosen on validation pairs; what ``filter.min_score =
+"auto"`` / ``max_ratio = "auto"`` take before the matcher class's). Our own shipped
 weights are registered exactly this way (see ``setup.cfg``); a third-party distribution adds its own with::
 
     [options.entry_points]
