@@ -20,6 +20,7 @@ parameters are the ones with the most kept points under 1 px summed over those p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -52,22 +53,29 @@ def cascade_sets(top_k: int, weight: float) -> dict:
     return {"match.mode": "cascade", "match.proposer": "cfog", "match.top_k": top_k, "match.cascade_weight": weight}
 
 
-def run_row(optical, sar, sets: dict, errors) -> dict:
-    """One pipeline run; ``errors(kept tie points) -> their errors`` in SAR pixels."""
-    evals = []
+@contextlib.contextmanager
+def counted_evals():
+    """A list that collects the tile stage's ``n_evals`` (not the coarse stage's quick pass) while inside."""
+    evals: list = []
     inner = run_mod.match_points
 
-    def counting(*a, **k):  # the tile stage's evaluations only (not the coarse stage's quick pass)
+    def counting(*a, **k):
         df = inner(*a, **k)
         evals.extend(df["n_evals"].tolist())
         return df
 
-    cfg = config.load("default", {"write.plot": False, **sets})
     run_mod.match_points = counting
     try:
-        res = run_mod.run_pipeline(str(optical), str(sar), cfg)
+        yield evals
     finally:
         run_mod.match_points = inner
+
+
+def run_row(optical, sar, sets: dict, errors) -> dict:
+    """One pipeline run; ``errors(kept tie points) -> their errors`` in SAR pixels."""
+    cfg = config.load("default", {"write.plot": False, **sets})
+    with counted_evals() as evals:
+        res = run_mod.run_pipeline(str(optical), str(sar), cfg)
     kept = res.gdf[res.gdf["outlier"] == 0]
     err = np.asarray(errors(kept), float)
     return {"sets": sets, "found": int(len(res.gdf)), "kept": int(len(kept)),
@@ -195,20 +203,9 @@ def _filtered(gdf, cfg, floor, errors, max_ratio=None) -> dict:
 
 def sweep_row(optical, sar, sets: dict, errors) -> dict:
     """One run with no score floor, then every floor of FLOORS applied to its points."""
-    evals = []
-    inner = run_mod.match_points
-
-    def counting(*a, **k):
-        df = inner(*a, **k)
-        evals.extend(df["n_evals"].tolist())
-        return df
-
     cfg = config.load("default", {"write.plot": False, **sets, "filter.min_score": -1.0})
-    run_mod.match_points = counting
-    try:
+    with counted_evals() as evals:
         res = run_mod.run_pipeline(str(optical), str(sar), cfg)
-    finally:
-        run_mod.match_points = inner
     gdf = res.gdf
     if os.environ.get("CASCADE_KEEP"):  # the raw points, for looking further (e.g. at max_ratio) without rerunning
         keep = Path(os.environ["CASCADE_KEEP"])

@@ -72,22 +72,15 @@ def _resample(src: Path, dst: Path, k: int, crop: int | None) -> tuple[int, int]
 
 
 def run_row(optical, sar, sets: dict, errors, refine: bool) -> dict:
-    evals = []
-    inner = run_mod.match_points
-
-    def counting(*a, **k):  # the tile stage's evaluations only (not the coarse stage's quick pass)
-        df = inner(*a, **k)
-        evals.extend(df["n_evals"].tolist())
-        return df
+    from cascade import counted_evals  # the script's own folder is on sys.path
 
     cfg = config.load("default", {"write.plot": False, "detect.max_points": MAX_POINTS, **sets})
-    run_mod.match_points = counting
     keep_refine = gsd.REFINE_ABOVE
     gsd.REFINE_ABOVE = gsd.REFINE_ABOVE if refine else float("inf")
     try:
-        res = run_mod.run_pipeline(str(optical), str(sar), cfg)
+        with counted_evals() as evals:
+            res = run_mod.run_pipeline(str(optical), str(sar), cfg)
     finally:
-        run_mod.match_points = inner
         gsd.REFINE_ABOVE = keep_refine
     kept = res.gdf[~res.gdf["outlier"].astype(bool)]
     err = np.asarray(errors(kept), float)  # native (10 m) pixels
