@@ -105,8 +105,9 @@ class _CountingScorer:
         return out
 
 
-def _compute(tasks, scheduler: str | None, progress: bool):
-    """Run delayed tile tasks on the local threaded scheduler or a dask.distributed cluster."""
+def _compute(tasks, scheduler: str | None, progress: bool, scoring: bool = True):
+    """Run delayed tile tasks on the local threaded scheduler or a dask.distributed cluster; ``scoring`` tasks
+    go to the cluster's GPU workers when it has any (:func:`geomatch.process_limits.scoring_resources`)."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), desc="tiles", unit="tile", disable=not progress, leave=False)
@@ -115,7 +116,8 @@ def _compute(tasks, scheduler: str | None, progress: bool):
             from distributed import Client, as_completed
 
             with Client(scheduler) as client:
-                futures = client.compute(tasks)
+                resources = process_limits.scoring_resources(client) if scoring else None
+                futures = client.compute(tasks, resources=resources)
                 index = {f.key: i for i, f in enumerate(futures)}
                 out = [None] * len(futures)
                 try:
@@ -204,7 +206,7 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
     # Two passes: every tile's candidates first (small tables), then the scene's budget decides what is matched.
     found = _compute([dask.delayed(budget.detect_tile, pure=False)(pair, tile, cfg.detect, reach,
                                                                    dask_key_name=f"detect-{tile.id}")
-                      for tile in tiles], scheduler, False)
+                      for tile in tiles], scheduler, False, scoring=False)
     chosen = budget.choose(found, pair.overlap, cfg.detect)
     timings["detect"] = time.perf_counter() - t
     tile_scorer = _CountingScorer(scorer) if progress and not scheduler else scorer

@@ -143,4 +143,11 @@ def test_a_worker_with_a_gpu_resource_takes_every_scoring_task(tmp_path, runner)
             assert json.loads(result.stdout)["counts"] == {"done": 3, "failed": 1}, result.output
             names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
             builds = {names[a]: n for a, n in _count_model_builds(client).items()}
-    assert builds == {"w1": 0, "w2": 1}, builds
+            assert builds == {"w1": 0, "w2": 1}, builds
+            # `run --scheduler`: its four matched tiles go to the GPU worker too (the scorer is rebuilt there).
+            run = runner.invoke(cli, ["run", "--optical", str(tmp_path / "p0" / "optical.tif"), "--sar",
+                                      str(tmp_path / "p0" / "sar.tif"), "-o", str(tmp_path / "run.gpkg"),
+                                      "--scheduler", address, "--json", *SETS])
+            assert run.exit_code == 0 and json.loads(run.stdout)["tiles"] == 4, run.output
+            after = {names[a]: n for a, n in _count_model_builds(client).items()}
+    assert after["w1"] == 0 and after["w2"] >= 1, after
