@@ -22,9 +22,10 @@ peak RSS (2.1 GB against 1.2 GB with a fixed threshold, benchmarks/scale.md). A 
 user set wins.
 
 GPUs on a cluster: a worker started with ``--resources GPU=1`` advertises a GPU; when any worker does, the
-scoring tasks (the matched tiles of ``run``, pairs of ``batch``) ask for one GPU each (:func:`scoring_resources`), so they run
-only there, one at a time per GPU, where the scorer's ``device = "auto"`` picks CUDA. Detection and reading go
-anywhere. Without such a worker nothing is restricted: CPU workers score.
+scoring tasks (the matched tiles of ``run``, pairs of ``batch``) ask for one GPU each
+(:func:`scoring_resources`), so they run only there, one at a time per GPU, where the scorer's
+``device = "auto"`` picks CUDA. Detection and reading go anywhere. Without such a worker nothing is restricted:
+CPU workers score.
 """
 
 from __future__ import annotations
