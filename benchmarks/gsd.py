@@ -134,10 +134,11 @@ def measure(save) -> dict:
 def render(out: dict) -> str:
     lines = ["# Scale-aware patches (`benchmarks/gsd.py`)", "",
              "Written by the script from `gsd.json`. GeFolki warped pair (S2 against S1 warped by the reference "
-             "field) resampled from 10 m to finer grids, default pipeline (rrlnet with the shipped optical-SAR "
-             f"weights, trained at 10 m, range 9.5-10.5 m), `detect.max_points = {MAX_POINTS}`. `native`: patches "
+             "field) resampled from 10 m to finer grids, the default pipeline of the time of the run (since the "
+             "second optical-SAR weights: the cascade, weights trained at 10 m with scale augmentation over "
+             f"5-20 m), `detect.max_points = {MAX_POINTS}`. `native`: patches "
              "of 64 input pixels (`match.patch_gsd = \"native\"`, what every run did before); `auto`: patches "
-             "sampled at the weights' 10 m (zoom z), "
+             "sampled at the nearest end of the weights' GSD range (zoom z), "
              "positions refined at full resolution by CFOG within ceil(z) + 1 px; `auto, no refinement`: the same "
              "without that step. Errors against the exact field, in pixels of the pair itself and in metres, over "
              "the kept points; evaluations / keypoint: network patch-pair scores (the refinement's CFOG pass is "

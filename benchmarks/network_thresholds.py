@@ -33,28 +33,56 @@ HERE = Path(__file__).resolve().parent
 
 
 def _run(optical, sar, sets: dict):
-    cfg = config.load("default", {"write.plot": False, "pair.sar_scale": "db", **sets})
+    cfg = config.load("default", {"write.plot": False, **sets})
     res = run_mod.run_pipeline(str(optical), str(sar), cfg)
     evals = float(res.gdf["n_evals"].mean()) if "n_evals" in res.gdf and len(res.gdf) else 0.0
     return cfg, res, evals
 
 
-def collect(weights: str) -> list[dict]:
-    rows = {"rrlnet": {"match.plugin": "rrlnet", "match.weights": weights},
+def validation_pairs(with_3mos: int):
+    """(scene id, builder(tmp) -> (optical, sar, errors, extra config)): the volkov-s1s2 validation scenes, then
+    up to ``with_3mos`` 3mos tiles of the patch set's val split (other sensors; synthetic warp + field, as
+    matcher_tables.py builds its test tiles)."""
+    out = [(sid, lambda tmp, sid=sid: (*validation_pair(sid, tmp)[:3], {"pair.sar_scale": "db"}))
+           for sid in RATIO_VALIDATION]
+    if with_3mos:
+        import matcher_tables as mt
+
+        split = mt.held_out(mt.MANIFEST)
+        for sid in mt.pick_3mos([s for s in split["val"] if s.startswith("3mos/")], with_3mos):
+            pair = {"id": sid, "group": "3mos", "recipe": mt.RECIPE, "crop": mt.CROPS["3mos"],
+                    "warp": list(mt.WARP[:2]) + [list(mt.WARP[2])], "field_px": mt.FIELD_PX["3mos"],
+                    "seed": mt.zlib.crc32(sid.encode())}
+
+            def build(tmp, pair=pair):
+                optical, sar, errors, _, extra = mt.build_pair(pair, tmp)
+                return optical, sar, errors, extra
+
+            out.append((sid, build))
+    return out
+
+
+def collect(weights: str, with_3mos: int = 0) -> list[dict]:
+    rows = {"rrlnet": {"match.plugin": "rrlnet", "match.weights": weights, "match.mode": "search"},
             "cascade": {"match.plugin": "rrlnet", "match.weights": weights, "match.mode": "cascade"}}
     out = []
-    for sid in RATIO_VALIDATION:
+    for sid, build in validation_pairs(with_3mos):
         with tempfile.TemporaryDirectory() as tmp:
-            optical, sar, errors, _ = validation_pair(sid, Path(tmp))
+            try:
+                optical, sar, errors, extra = build(Path(tmp))
+            except Exception as exc:  # a tile without an established shift has no truth: say so, go on
+                print(json.dumps({"pair": sid, "skipped": str(exc)}), flush=True)
+                continue
             for name in ("ncc", "cfog"):
-                cfg, res, evals = _run(optical, sar, {"match.plugin": name})
+                cfg, res, evals = _run(optical, sar, {**extra, "match.plugin": name})
                 floor = config.resolve_min_score(cfg.filter.min_score, cfg.match)
                 ceiling = config.resolve_max_ratio(cfg.filter.max_ratio, cfg.match)
                 out.append({"pair": sid, "row": name, "match_s": res.summary["timings_s"]["match"],
                             "evals": evals, "auto": _filtered(res.gdf, cfg, floor, errors, max_ratio=ceiling)})
                 print(json.dumps({k: v for k, v in out[-1].items()}), flush=True)
             for name, sets in rows.items():
-                cfg, res, evals = _run(optical, sar, {**sets, "filter.min_score": -1.0, "filter.max_ratio": 1.0})
+                cfg, res, evals = _run(optical, sar, {**extra, **sets, "filter.min_score": -1.0,
+                                                      "filter.max_ratio": 1.0})
                 grid = [{**_filtered(res.gdf, cfg, f, errors, max_ratio=c), "max_ratio": c}
                         for f, c in product(FLOORS, CEILINGS)]
                 out.append({"pair": sid, "row": name, "match_s": res.summary["timings_s"]["match"], "evals": evals,
@@ -112,9 +140,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True)
     ap.add_argument("--out", default=str(HERE / "network_thresholds.json"))
+    ap.add_argument("--with-3mos", type=int, default=0, metavar="N",
+                    help="also N 3mos tiles of the validation split (other sensors)")
     args = ap.parse_args()
-    rows = collect(args.weights)
-    out = {"weights": args.weights, "pairs": list(RATIO_VALIDATION), "floors": list(FLOORS),
+    rows = collect(args.weights, args.with_3mos)
+    out = {"weights": args.weights, "pairs": list(dict.fromkeys(r["pair"] for r in rows)), "floors": list(FLOORS),
            "ceilings": list(CEILINGS), "rows": rows, "chosen": choose(rows)}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     md = "\n".join(render(out)) + "\n"
