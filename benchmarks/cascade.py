@@ -37,6 +37,7 @@ from scipy import ndimage as ndi
 
 from geomatch import config
 from geomatch.pipeline import run as run_mod
+from geomatch.pipeline import thresholds
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("GEOMATCH_DATA", HERE.parents[1] / "shared" / "data"))
@@ -216,7 +217,7 @@ def sweep_row(optical, sar, sets: dict, errors) -> dict:
     ratio = gdf["ratio"].to_numpy(float)
     return {"sets": sets, "found": int(len(gdf)), "auto_floor": auto,
             "score_median": float(np.median(gdf["score"])), "ratio_median": float(np.median(ratio)),
-            "ratio_over_max": float(np.mean(ratio > config.resolve_max_ratio(cfg.filter.max_ratio, cfg.match))),
+            "ratio_over_max": float(np.mean(ratio > thresholds.resolve_max_ratio(cfg.filter.max_ratio, cfg.match))),
             "evals_per_keypoint": float(np.mean(evals)) if evals else 0.0,
             "match_s": round(float(res.summary["timings_s"]["match"]), 2),
             "sweep": [_filtered(gdf, cfg, f, errors) for f in FLOORS],

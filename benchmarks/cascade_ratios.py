@@ -33,11 +33,12 @@ def _row(optical, sar, matcher: str, errors) -> dict:
     from cascade import run_mod
 
     from geomatch import config
+    from geomatch.pipeline import thresholds
 
     sets = {"pair.sar_scale": "db", "match.plugin": matcher, "write.plot": False, "filter.max_ratio": 1.0}
     cfg = config.load("default", sets)
     res = run_mod.run_pipeline(str(optical), str(sar), cfg)
-    floor = config.resolve_min_score(cfg.filter.min_score, cfg.match)
+    floor = thresholds.resolve_min_score(cfg.filter.min_score, cfg.match)
     ratio = res.gdf["ratio"].to_numpy(float)
     return {"row": matcher, "found": int(len(res.gdf)), "floor": floor,
             "ratio_median": float(np.median(ratio)) if len(ratio) else None,

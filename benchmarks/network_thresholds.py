@@ -26,6 +26,7 @@ from cascade import _filtered, run_mod, validation_pair
 from cascade_ratios import RATIO_VALIDATION
 
 from geomatch import config
+from geomatch.pipeline import thresholds
 
 FLOORS = tuple(round(f, 2) for f in np.arange(0.0, 0.91, 0.05))
 CEILINGS = (0.8, 0.85, 0.9, 0.95, 0.98, 1.0)
@@ -75,8 +76,8 @@ def collect(weights: str, with_3mos: int = 0) -> list[dict]:
                 continue
             for name in ("ncc", "cfog"):
                 cfg, res, evals = _run(optical, sar, {**extra, "match.plugin": name})
-                floor = config.resolve_min_score(cfg.filter.min_score, cfg.match)
-                ceiling = config.resolve_max_ratio(cfg.filter.max_ratio, cfg.match)
+                floor = thresholds.resolve_min_score(cfg.filter.min_score, cfg.match)
+                ceiling = thresholds.resolve_max_ratio(cfg.filter.max_ratio, cfg.match)
                 out.append({"pair": sid, "row": name, "match_s": res.summary["timings_s"]["match"],
                             "evals": evals, "auto": _filtered(res.gdf, cfg, floor, errors, max_ratio=ceiling)})
                 print(json.dumps({k: v for k, v in out[-1].items()}), flush=True)

@@ -12,7 +12,7 @@ import os
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -101,16 +101,12 @@ class MatchConfig:
 
 @dataclass(frozen=True)
 class FilterConfig:
-    """``min_score``: a score floor on the matcher's own scale. "auto" (the default) takes the matcher class's
-    ``min_score`` (geomatch.models.base.Matcher; in cascade mode the two floors mixed by cascade_weight, as the
-    scores are), resolved by :func:`build`; a number given wins. Why: CFOG's (zncc + 1) / 2 over 8 channels sits
-    lower than NCC's or a network's for the same match (benchmarks/cascade.md, score floors).
-
-    ``max_ratio``: the ambiguity ceiling (runner-up score / best score), "auto" or a number in (0, 1], resolved
-    and mixed the same way from the classes' ``max_ratio`` (Matcher 0.95, ncc 0.96, cfog 1.0: no ambiguity test,
-    its flat peaks put good matches' ratios near 1). The ncc and cfog values were chosen on the six volkov-s1s2
-    validation pairs 021, 062, 128, 141, 145, 164 (the optical-SAR patch set's val scenes; most kept points under
-    1 px; ``benchmarks/cascade.py ratios``, benchmarks/cascade.md, ambiguity ceilings); the networks keep 0.95."""
+    """``min_score`` (score floor) and ``max_ratio`` (ambiguity ceiling, runner-up / best): a number, or "auto"
+    (the default), the matcher's own on its score scale, resolved at run time by
+    :mod:`geomatch.pipeline.thresholds` from the weights' record or the class (Matcher 0.6 / 0.95, ncc 0.53 /
+    0.96, cfog 0.56 / 1.0: CFOG's (zncc + 1) / 2 sits lower and its flat peaks put good ratios near 1). The ncc
+    and cfog values were chosen on the volkov-s1s2 validation scenes 021, 062, 128, 141, 145, 164 (most kept
+    points under 1 px; ``benchmarks/cascade.py floors`` / ``ratios``, benchmarks/cascade.md)."""
 
     min_score: float | str = "auto"
     max_ratio: float | str = "auto"
@@ -307,82 +303,24 @@ def build(data: dict, overrides: dict | None = None, source: str = "<dict>") -> 
     for stage, cls in STAGES.items():
         # Defaults go through the same check so an uninstalled default plugin is caught early.
         kwargs.setdefault(stage, _build_stage(stage, cls, {}))
-    # "auto" stays as given: resolving it asks the matcher class, which imports torch, and a config is loaded
-    # (and checked) before any heavy import. run_pipeline resolves it once the scorer exists.
-    _check_min_score(kwargs["filter"].min_score)
-    _check_max_ratio(kwargs["filter"].max_ratio)
+    # "auto" stays as given: resolving it imports torch, and a config is loaded before any heavy import.
+    check_auto("filter", "min_score", kwargs["filter"].min_score, "the matcher's own floor")
+    check_auto("filter", "max_ratio", kwargs["filter"].max_ratio, "the matcher's own ceiling")
     _check_patch_gsd(kwargs["match"].patch_gsd)
     return PipelineConfig(**kwargs)
 
 
-def resolve_min_score(value: float | str, match: MatchConfig, weights: dict | None = None) -> float:
-    """``filter.min_score`` as a number: a number as given; "auto" the matcher's own floor (the one its
-    weights record, ``weights`` = ``Scorer.thresholds``, else its class's ``min_score``), and in cascade mode
-    ``w * matcher's + (1 - w) * proposer's``, w = cascade_weight."""
-    if not isinstance(value, str):
-        return value
-    _check_min_score(value)
-    return _class_mix("min_score", match, weights)
-
-
-def resolve_max_ratio(value: float | str, match: MatchConfig, weights: dict | None = None) -> float:
-    """``filter.max_ratio`` as a number, as :func:`resolve_min_score` resolves the floor: "auto" is the weights'
-    or the class's ``max_ratio``, mixed by cascade_weight in cascade mode (the ratio there is one of mixed
-    scores)."""
-    if not isinstance(value, str):
-        return value
-    _check_max_ratio(value)
-    return _class_mix("max_ratio", match, weights)
-
-
-def effective_match(match: MatchConfig) -> MatchConfig:
-    """``match`` as the run performs it: ``mode = "cascade"`` with a classical matcher (``--matcher ncc`` on the
-    default pipeline) searches on its own, because the cascade's network verifies classical proposals and a
-    classical matcher has nothing to add to them. Imports the matcher class (torch): call it at run time."""
-    if match.mode == "cascade":
-        from geomatch.models.factory import needs_weights
-
-        if not needs_weights(match.plugin):
-            return replace(match, mode="search")
-    return match
-
-
-def _class_mix(attr: str, match: MatchConfig, weights: dict | None) -> float:
-    match = effective_match(match)
-    # Thresholds belong to a score scale, and the scale to the weights (calibrated or not), so the weights'
-    # own record wins over the class's.
-    own = weights or {}
-    if match.mode == "cascade" and own.get("cascade", {}).get(attr) is not None:
-        # Chosen for the cascade itself (its combined score), which the mix below only approximates.
-        return float(own["cascade"][attr])
-    value = own.get(attr)
-    value = _class_value(match.plugin, attr) if value is None else float(value)
-    if match.mode == "cascade":
-        w = match.cascade_weight
-        value = w * value + (1 - w) * _class_value(match.proposer, attr)
-    return round(value, 6)
-
-
-def _check_min_score(value: float | str) -> None:
+def check_auto(stage: str, key: str, value: float | str, meaning: str) -> None:
+    """A threshold that is a number (range-checked with the stage) or "auto" (``meaning``)."""
     if isinstance(value, str) and value != "auto":
-        raise ConfigError(f"[filter] min_score = {value!r} is not valid; give a number "
-                          f"{range_text('filter', 'min_score')} or \"auto\" (the matcher's own floor)")
-
-
-def _check_max_ratio(value: float | str) -> None:
-    if isinstance(value, str) and value != "auto":
-        raise ConfigError(f"[filter] max_ratio = {value!r} is not valid; give a number "
-                          f"{range_text('filter', 'max_ratio')} or \"auto\" (the matcher's own ceiling)")
+        raise ConfigError(f"[{stage}] {key} = {value!r} is not valid; give a number {range_text(stage, key)} or "
+                          f"\"auto\" ({meaning})")
 
 
 def _check_patch_gsd(value: float | str) -> None:
     if isinstance(value, str) and value not in ("auto", "native"):
         raise ConfigError(f"[match] patch_gsd = {value!r} is not valid; give \"auto\" (the weights' own GSD), "
                           f"\"native\" or a pixel size in metres {range_text('match', 'patch_gsd')}")
-
-
-def _class_value(name: str, attr: str) -> float:
-    return float(getattr(registry.load("matchers", name), attr))  # a Matcher subclass: the registry checks it
 
 
 def shipped_pipelines() -> dict[str, Path]:

@@ -1,7 +1,7 @@
 """Outlier flags in three levels, as AROSICS users know them; points are flagged, never dropped.
 
 1. score: ``score < min_score`` or ``ratio > max_ratio`` (weak or ambiguous peak). Both are on the matcher's
-   scale: a built pipeline holds their resolved numbers (``config.resolve_min_score`` / ``resolve_max_ratio``);
+   scale: a built pipeline holds their resolved numbers (``thresholds.resolve_min_score`` / ``resolve_max_ratio``);
    "auto" in a FilterConfig made by hand, with no matcher known, is the Matcher contract's default.
 2. local consistency: the point's shift deviates from the median shift of its neighbours (within
    ``local_radius_px``, among level-1 survivors) by more than ``local_max_dev_px``; shifts are compared

@@ -20,7 +20,7 @@ import pandas as pd
 
 from geomatch import __version__, config, preflight, process_limits, registry
 from geomatch.models.runtime import Scorer, build_scorer
-from geomatch.pipeline import budget
+from geomatch.pipeline import budget, thresholds
 from geomatch.pipeline.affinetools import bbox_window, shift_affine, to_global
 from geomatch.pipeline.candidates import settle_initial
 from geomatch.pipeline.filters import flag_outliers
@@ -174,9 +174,10 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
     # The record keeps the pipeline as given ("auto" floors too: batch reruns compare it); the run filters with
     # the matcher's resolved floor, which asks its weights or class and so waits for the scorer.
     given = cfg
-    if config.effective_match(cfg.match).mode != cfg.match.mode:
+    performed = thresholds.effective_match(cfg.match)
+    if performed.mode != cfg.match.mode:
         log.info("match.mode = cascade with the classical matcher %s: it searches on its own", scorer.name)
-        cfg = replace(cfg, match=config.effective_match(cfg.match))
+        cfg = replace(cfg, match=performed)
     match = _match_in_pixels(cfg.match, pair.optical_res)
     zoom = patch_zoom(cfg.match.patch_gsd, scorer.gsd_m, scorer.gsd_range_m, pair.optical_res_m, str(optical))
     if zoom != 1.0:
@@ -184,8 +185,8 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
                  pair.optical_res_m, scorer.gsd_m)
     own = scorer.thresholds
     cfg = replace(cfg, filter=replace(cfg.filter,
-                                      min_score=config.resolve_min_score(cfg.filter.min_score, cfg.match, own),
-                                      max_ratio=config.resolve_max_ratio(cfg.filter.max_ratio, cfg.match, own)))
+                                      min_score=thresholds.resolve_min_score(cfg.filter.min_score, cfg.match, own),
+                                      max_ratio=thresholds.resolve_max_ratio(cfg.filter.max_ratio, cfg.match, own)))
     timings["pair"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -76,6 +76,7 @@ def test_models_package_cli_takes_gsd_options(checkpoint, tmp_path, runner):
 def test_thresholds_recorded_with_the_weights_win_over_the_class(checkpoint, tmp_path):
     """Calibrated weights put scores on another scale: their own floor/ceiling is what "auto" resolves to."""
     from geomatch import config
+    from geomatch.pipeline import thresholds
 
     entry = _package(checkpoint, tmp_path, thresholds={"min_score": 0.3, "max_ratio": 0.9})
     assert entry["thresholds"] == {"min_score": 0.3, "max_ratio": 0.9}
@@ -83,13 +84,13 @@ def test_thresholds_recorded_with_the_weights_win_over_the_class(checkpoint, tmp
     scorer = build_scorer("rrlnet", str(tmp_path / entry["file"]), device="cpu")
     assert scorer.thresholds == {"min_score": 0.3, "max_ratio": 0.9}
     match = config.MatchConfig(plugin="rrlnet")
-    assert config.resolve_min_score("auto", match, scorer.thresholds) == 0.3
-    assert config.resolve_max_ratio("auto", match, scorer.thresholds) == 0.9
-    assert config.resolve_min_score(0.7, match, scorer.thresholds) == 0.7  # a number given wins
-    assert config.resolve_min_score("auto", match, {}) == 0.6  # none recorded: the class's
+    assert thresholds.resolve_min_score("auto", match, scorer.thresholds) == 0.3
+    assert thresholds.resolve_max_ratio("auto", match, scorer.thresholds) == 0.9
+    assert thresholds.resolve_min_score(0.7, match, scorer.thresholds) == 0.7  # a number given wins
+    assert thresholds.resolve_min_score("auto", match, {}) == 0.6  # none recorded: the class's
     cascade = config.MatchConfig(plugin="rrlnet", mode="cascade", proposer="cfog", cascade_weight=0.5)
-    cfog = config.resolve_min_score("auto", config.MatchConfig(plugin="cfog"))
-    assert config.resolve_min_score("auto", cascade, scorer.thresholds) == pytest.approx(0.5 * 0.3 + 0.5 * cfog)
+    cfog = thresholds.resolve_min_score("auto", config.MatchConfig(plugin="cfog"))
+    assert thresholds.resolve_min_score("auto", cascade, scorer.thresholds) == pytest.approx(0.5 * 0.3 + 0.5 * cfog)
     # Repackaged without them, the weights keep theirs; bad values are refused in one line.
     assert _package(tmp_path / entry["file"], tmp_path / "again")["thresholds"] == entry["thresholds"]
     with pytest.raises(InputError, match="--min-score 1.5"):

@@ -10,6 +10,7 @@ from geomatch import config, registry
 from geomatch.config import FilterConfig
 from geomatch.errors import ConfigError
 from geomatch.models.base import Matcher
+from geomatch.pipeline import thresholds
 from geomatch.pipeline.filters import flag_outliers
 
 CFOG = registry.load("matchers", "cfog")
@@ -18,7 +19,7 @@ NCC = registry.load("matchers", "ncc")
 
 def _ceiling(overrides: dict) -> float:
     cfg = config.load("default", overrides)
-    return config.resolve_max_ratio(cfg.filter.max_ratio, cfg.match)
+    return thresholds.resolve_max_ratio(cfg.filter.max_ratio, cfg.match)
 
 
 def test_cfog_has_a_ceiling_of_its_own():
@@ -37,15 +38,18 @@ def test_a_classical_matcher_in_cascade_mode_searches_alone():
     """The default pipeline is a cascade; `--matcher ncc` on it is NCC alone, with NCC's own thresholds."""
     cascade = config.load("default", {"match.plugin": "ncc"}).match
     assert cascade.mode == "cascade"
-    assert config.effective_match(cascade).mode == "search"
-    assert config.effective_match(config.load("default").match).mode == "cascade"  # a network stays
+    assert thresholds.effective_match(cascade).mode == "search"
+    assert thresholds.effective_match(config.load("default").match).mode == "cascade"  # a network stays
     assert _ceiling({"match.plugin": "ncc", "match.mode": "cascade"}) == pytest.approx(NCC.max_ratio)
 
 
-def test_cascade_mixes_the_two_ceilings_as_it_mixes_the_scores():
+@pytest.mark.parametrize("attr", ["min_score", "max_ratio"])
+def test_cascade_mixes_the_two_thresholds_as_it_mixes_the_scores(attr):
     over = {"match.mode": "cascade", "match.proposer": "cfog", "match.cascade_weight": 0.25}
-    net = registry.load("matchers", config.load("default", over).match.plugin).max_ratio
-    assert _ceiling(over) == pytest.approx(0.25 * net + 0.75 * CFOG.max_ratio)
+    cfg = config.load("default", over)
+    resolve = {"min_score": thresholds.resolve_min_score, "max_ratio": thresholds.resolve_max_ratio}[attr]
+    net = getattr(registry.load("matchers", cfg.match.plugin), attr)
+    assert resolve(getattr(cfg.filter, attr), cfg.match) == pytest.approx(0.25 * net + 0.75 * getattr(CFOG, attr))
 
 
 def test_a_number_given_wins():
@@ -67,7 +71,7 @@ def test_the_filter_applies_the_resolved_ceiling():
     df = _points((low + high) / 2)  # ambiguous for the lower ceiling only
     cfg = config.load("default", {"match.plugin": "cfog"})
     auto = dataclasses.replace(cfg.filter, min_score=0.5,
-                               max_ratio=config.resolve_max_ratio(cfg.filter.max_ratio, cfg.match))
+                               max_ratio=thresholds.resolve_max_ratio(cfg.filter.max_ratio, cfg.match))
     out, _ = flag_outliers(df, auto)
     assert bool(out["outlier_score"].all()) == (CFOG.max_ratio == low)
     out, _ = flag_outliers(df, dataclasses.replace(auto, max_ratio=Matcher.max_ratio))

@@ -10,6 +10,7 @@ from geomatch import config, registry
 from geomatch.config import FilterConfig
 from geomatch.errors import ConfigError
 from geomatch.models.base import Matcher
+from geomatch.pipeline import thresholds
 from geomatch.pipeline.filters import flag_outliers
 
 CFOG = registry.load("matchers", "cfog")
@@ -31,12 +32,12 @@ def test_cfog_has_a_floor_of_its_own():
 
 def _floor(overrides: dict) -> float:
     cfg = config.load("default", overrides)
-    return config.resolve_min_score(cfg.filter.min_score, cfg.match)
+    return thresholds.resolve_min_score(cfg.filter.min_score, cfg.match)
 
 
 def _resolved_filter(overrides: dict) -> FilterConfig:
     cfg = config.load("default", overrides)
-    return dataclasses.replace(cfg.filter, min_score=config.resolve_min_score(cfg.filter.min_score, cfg.match))
+    return dataclasses.replace(cfg.filter, min_score=thresholds.resolve_min_score(cfg.filter.min_score, cfg.match))
 
 
 def test_auto_resolves_to_the_matchers_floor():
@@ -66,10 +67,7 @@ def test_a_run_filters_with_the_resolved_floor(tmp_path):
     assert len(kept) and (kept["score"] >= ncc_floor).all()
 
 
-def test_cascade_mixes_the_two_floors_as_it_mixes_the_scores():
-    over = {"match.mode": "cascade", "match.proposer": "cfog", "match.cascade_weight": 0.25}
-    net = registry.load("matchers", config.load("default", over).match.plugin).min_score
-    assert _floor(over) == pytest.approx(0.25 * net + 0.75 * CFOG.min_score)
+# The cascade's mix of the two floors: tests/pipeline/test_max_ratio.py, with the ceilings.
 
 
 def test_an_explicit_floor_wins():
