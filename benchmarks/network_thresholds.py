@@ -63,9 +63,15 @@ def validation_pairs(with_3mos: int):
     return out
 
 
-def collect(weights: str, with_3mos: int = 0) -> list[dict]:
-    rows = {"rrlnet": {"match.plugin": "rrlnet", "match.weights": weights, "match.mode": "search"},
-            "cascade": {"match.plugin": "rrlnet", "match.weights": weights, "match.mode": "cascade"}}
+def network_rows(weights: str) -> dict:
+    net = {"match.plugin": "rrlnet", "match.weights": weights}
+    return {"rrlnet": {**net, "match.mode": "search"},
+            "cascade": {**net, "match.mode": "cascade", "match.cascade_verify": "block"},
+            "cascade-peak": {**net, "match.mode": "cascade", "match.cascade_verify": "peak"}}
+
+
+def collect(weights: str, with_3mos: int = 0, names=("rrlnet", "cascade"), extra=None) -> list[dict]:
+    rows = {**{k: v for k, v in network_rows(weights).items() if k in names}, **(extra or {})}
     out = []
     for sid, build in validation_pairs(with_3mos):
         with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +101,7 @@ def collect(weights: str, with_3mos: int = 0) -> list[dict]:
 
 def choose(rows: list[dict]) -> dict:
     chosen = {}
-    for name in ("rrlnet", "cascade"):
+    for name in dict.fromkeys(r["row"] for r in rows if "grid" in r):
         mine = [r for r in rows if r["row"] == name]
 
         def total(f, c, mine=mine):
@@ -143,8 +149,16 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "network_thresholds.json"))
     ap.add_argument("--with-3mos", type=int, default=0, metavar="N",
                     help="also N 3mos tiles of the validation split (other sensors)")
+    ap.add_argument("--rows", nargs="+", default=["rrlnet", "cascade"], choices=sorted(network_rows("")),
+                    help="network rows to sweep (the classical rows always run)")
+    ap.add_argument("--row", action="append", default=[], metavar="NAME:STAGE.KEY=VALUE,...",
+                    help="one more network row: a cascade-peak row with these settings")
     args = ap.parse_args()
-    rows = collect(args.weights, args.with_3mos)
+    extra = {}
+    for spec in args.row:
+        name, _, sets = spec.partition(":")
+        extra[name] = {**network_rows(args.weights)["cascade-peak"], **config.parse_set_options(sets.split(","))}
+    rows = collect(args.weights, args.with_3mos, args.rows, extra)
     out = {"weights": args.weights, "pairs": list(dict.fromkeys(r["pair"] for r in rows)), "floors": list(FLOORS),
            "ceilings": list(CEILINGS), "rows": rows, "chosen": choose(rows)}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

@@ -88,12 +88,13 @@ class MatchConfig:
     precision: str = "fp32"
     params: dict = field(default_factory=dict)
     # search: the matcher scores the coarse-to-fine grid (a dense matcher, e.g. cfog, scores every offset);
-    # cascade: the dense `proposer` scores every offset, the matcher only its `top_k` peaks and their 3x3
-    # neighbourhoods, and `cascade_weight` is the matcher's share of the combined score.
+    # cascade: the dense `proposer` scores every offset, the matcher its `top_k` peaks (geomatch.pipeline.cascade)
     mode: str = "search"  # search | cascade
     proposer: str = "cfog"
     top_k: int = 2  # top_k and cascade_weight: chosen on volkov-s1s2 validation pairs (benchmarks/cascade.md)
     cascade_weight: float = 0.25
+    # peak: network on the top_k peak centres, fit on the proposer; block: their 3x3 too, fit on the mix
+    cascade_verify: str = "peak"
     # Scale-aware patches (geomatch.pipeline.gsd): "auto" samples patches at the weights' training GSD when the
     # input's lies outside their range; "native" never resamples; a number: that GSD in metres.
     patch_gsd: float | str = "auto"
@@ -148,6 +149,7 @@ CHOICES = {
     ("pair", "resampling"): ("nearest", "bilinear", "cubic"),
     ("match", "search_units"): ("px", "m"),
     ("match", "mode"): ("search", "cascade"),
+    ("match", "cascade_verify"): ("block", "peak"),
     ("match", "precision"): ("fp32", "bf16", "int8"),
     ("filter", "model"): ("affine", "poly2"),
 }

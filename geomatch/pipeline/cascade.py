@@ -8,14 +8,20 @@ scoring a search window pair by pair repeats the same feature and correlation wo
 offsets, and overlapping windows repeat it again; the features of a tile are computed once and one FFT
 product per keypoint gives all its offsets.
 
-Cascade (``match.mode = "cascade"``): the proposer scores every offset, its ``top_k`` local maxima in the
-disk go to the network with their 3x3 neighbourhoods (the sub-pixel fit needs them), and each scored offset
-gets ``w * network + (1 - w) * proposer`` (w = ``cascade_weight``). If the best combined offset is on the
-rim of its 3x3 block, its missing neighbours are scored once more (at most 5), so a keypoint costs at most
-``9 * top_k + 5`` network evaluations. The ratio is the best other proposal's combined score over the
-chosen one's (with a single proposal, the proposer's own runner-up over its peak). Why: the network alone
-is 20-30x the cost of NCC (issue 9) and its scores saturate on unseen sensors; the classical surface knows
-where the few plausible peaks are, the network which of them is right. Measured: benchmarks/cascade.md.
+Cascade (``match.mode = "cascade"``): the proposer scores every offset and its ``top_k`` local maxima in the
+disk go to the network; each scored offset gets ``w * network + (1 - w) * proposer`` (w = ``cascade_weight``)
+and the best combined one wins. ``cascade_verify`` says what the network scores:
+
+- ``peak`` (default): the peak centres only, ``top_k`` evaluations per keypoint; the sub-pixel fit reads the
+  proposer's surface around the chosen peak (the proposer has every neighbour, the network none).
+- ``block``: each peak's 3x3 neighbourhood too, the fit on the combined scores; if the best is on the rim of
+  its block its missing neighbours are scored once more (at most 5): at most ``9 * top_k + 5`` evaluations.
+
+The ratio is the best other proposal's combined score over the chosen one's (with a single proposal, the
+proposer's own runner-up over its peak). Why: the network alone is 20-30x the cost of NCC (issue 9) and its
+scores saturate on unseen sensors; the classical surface knows where the few plausible peaks are, the network
+which of them is right. ``peak`` was chosen on validation tiles as the one within 3x of NCC's match time
+(benchmarks/cascade_verify.md); measured: benchmarks/cascade.md, benchmarks/matcher_tables.md.
 """
 
 from __future__ import annotations
@@ -85,21 +91,27 @@ def top_peaks(table: np.ndarray, in_disk: np.ndarray, k: int) -> tuple[np.ndarra
 
 
 def cascade_table(w: Windows, prop: np.ndarray, scorer, cfg, excl: float):
-    """The proposer's table ``prop`` everywhere, the network on its ``top_k`` peaks; returns the combined table."""
+    """The proposer's table ``prop`` everywhere, the network on its ``top_k`` peaks; returns the combined table,
+    the evaluations per keypoint, the ratio function and the table the sub-pixel fit reads (``prop`` when the
+    network scored peak centres only, ``cascade_verify = "peak"``)."""
     n, g = len(prop), w.g
     wt = float(cfg.cascade_weight)
     ev = Evaluator(w.opt, w.sar, w.cand_valid, scorer, cfg.batch_size)
     kk, py, px = top_peaks(prop, w.in_disk, int(cfg.top_k))
-    ev.around(kk, py, px)
 
     def combined():
         return np.where(np.isfinite(ev.scores), wt * ev.scores + (1 - wt) * prop, np.nan)
 
-    table = combined()
-    by, bx = np.unravel_index(best_in_disk(table, w.in_disk), (g, g))
-    has = np.nonzero((np.isfinite(table) & w.in_disk).reshape(n, -1).any(1))[0]
-    ev.around(has, by[has], bx[has])  # one climbing step: only a best on a block's rim has neighbours left
-    table = combined()
+    if cfg.cascade_verify == "peak":
+        ev.run(kk, py, px)
+        table, fit = combined(), prop
+    else:
+        ev.around(kk, py, px)
+        table = combined()
+        by, bx = np.unravel_index(best_in_disk(table, w.in_disk), (g, g))
+        has = np.nonzero((np.isfinite(table) & w.in_disk).reshape(n, -1).any(1))[0]
+        ev.around(has, by[has], bx[has])  # one climbing step: only a best on a block's rim has neighbours left
+        table = fit = combined()
     n_evals = np.isfinite(ev.scores).reshape(n, -1).sum(1)
     disk = np.where(w.in_disk, table, np.nan)
     prop_disk = np.where(w.in_disk, prop, np.nan)
@@ -111,7 +123,7 @@ def cascade_table(w: Windows, prop: np.ndarray, scorer, cfg, excl: float):
         alone = ratio(prop_disk, prop[np.arange(n), by, bx], by, bx, 1, w.m, excl, same_scale=True)
         return np.where(_other_proposal(disk, by, bx, excl), r, alone)
 
-    return table, n_evals, ratio_of
+    return table, n_evals, ratio_of, fit
 
 
 def _other_proposal(disk: np.ndarray, by: np.ndarray, bx: np.ndarray, excl: float) -> np.ndarray:

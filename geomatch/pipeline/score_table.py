@@ -167,13 +167,14 @@ def _window_all_valid(valid_windows: np.ndarray, p: int) -> np.ndarray:
     return box_sums(valid_windows, p) == p * p  # float64 counts: exact
 
 
-def peak_positions(w: Windows, table: np.ndarray):
+def peak_positions(w: Windows, table: np.ndarray, fit: np.ndarray | None = None):
     """(has, by, bx, tgt): whether each keypoint has a scored offset, its best one in the disk (row, col of the
-    table) and that offset's sub-pixel position mapped back into the SAR view, (N, 2)."""
+    table) and that offset's sub-pixel position, fitted on ``fit`` (default: the table) and mapped back into
+    the SAR view, (N, 2)."""
     n, g = len(w.xy), w.g
     has = np.isfinite(table.reshape(n, -1)).any(1)
     by, bx = np.unravel_index(best_in_disk(table, w.in_disk), (g, g))
-    frac = subpixel(neighbourhoods(table, by, bx))
+    frac = subpixel(neighbourhoods(table if fit is None else fit, by, bx))
     offs = np.column_stack([bx - w.m + frac[:, 0], by - w.m + frac[:, 1]])  # (dx, dy) in patch pixels
     return has, by, bx, w.p0 + offs @ w.grid.T
 

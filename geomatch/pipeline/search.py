@@ -82,23 +82,26 @@ def match_points(optical: np.ndarray, sar: np.ndarray, opt_valid: np.ndarray, sa
     excl = float(cfg.exclusion_px) or float(max(1, int(cfg.coarse_step)))
     if dense is not None:
         surface = cascade.surface(optical, opt_valid, sar, sar_valid, w, dense)
+    fit = None
     if cfg.mode == "cascade":
-        table, n_evals, ratio_of = cascade.cascade_table(w, surface, scorer, cfg, excl)
+        table, n_evals, ratio_of, fit = cascade.cascade_table(w, surface, scorer, cfg, excl)
     elif dense is not None:
         table, n_evals, ratio_of = cascade.dense_table(w, surface, excl)
     else:
         table, n_evals, ratio_of = _coarse_to_fine(w, scorer, cfg, excl)
-    df = _finish(w, table, n_evals, ratio_of, keypoints.response)
+    df = _finish(w, table, n_evals, ratio_of, keypoints.response, fit)
     if zoom > gsd.REFINE_ABOVE and len(df):
         df = gsd.refine_native(optical, sar, opt_valid, sar_valid, df, initial_affine, int(scorer.patch_size),
                                zoom, cfg)
     return df
 
 
-def _finish(w: Windows, table: np.ndarray, n_evals: np.ndarray, ratio_of, response: np.ndarray) -> pd.DataFrame:
-    """The best offset in the disk, its sub-pixel fit on the table, its ratio; keypoints never scored dropped."""
+def _finish(w: Windows, table: np.ndarray, n_evals: np.ndarray, ratio_of, response: np.ndarray,
+            fit: np.ndarray | None = None) -> pd.DataFrame:
+    """The best offset in the disk, its sub-pixel fit on ``fit`` (default: the table), its ratio; keypoints never
+    scored dropped."""
     n = len(w.xy)
-    has, by, bx, tgt = peak_positions(w, table)
+    has, by, bx, tgt = peak_positions(w, table, fit)
     best_score = table[np.arange(n), by, bx]
     out = pd.DataFrame({
         "ref_x": w.xy[:, 0], "ref_y": w.xy[:, 1], "tgt_x": tgt[:, 0], "tgt_y": tgt[:, 1],

@@ -119,12 +119,28 @@ def test_cfog_patch_score_prefers_the_aligned_patch(pair):
 
 @pytest.mark.parametrize("top_k", [1, 3])
 def test_cascade_scores_only_the_proposals_and_finds_the_shift(pair, top_k):
-    cfg = replace(CFG, mode="cascade", proposer="cfog", top_k=top_k, cascade_weight=0.5)
+    cfg = replace(CFG, mode="cascade", proposer="cfog", top_k=top_k, cascade_weight=0.5, cascade_verify="block")
     df = _match(pair, _scorer("ncc", absolute=True), cfg)
     assert len(df) >= 0.8 * len(pair[3])
     # 3x3 around each proposal, plus one climbing step off a block's rim.
     assert df["n_evals"].max() <= 9 * top_k + CLIMB_EVALS
     assert df["n_evals"].min() >= 9 - 3  # at least the chosen proposal's block (less what leaves the valid area)
+    err = _errors(df)
+    assert np.median(err) < 0.5 and np.mean(err < 1.0) > 0.8
+
+
+def test_peak_cascade_scores_peak_centres_and_fits_on_the_proposer(pair):
+    """``cascade_verify = "peak"``: top_k network evaluations per keypoint; where the network keeps CFOG's own
+    best peak, the position is CFOG's sub-pixel position exactly (the fit reads the proposer's surface)."""
+    cfg = replace(CFG, mode="cascade", proposer="cfog", top_k=3, cascade_weight=0.5, cascade_verify="peak")
+    df = _match(pair, _scorer("ncc", absolute=True), cfg)
+    alone = _match(pair, _scorer("cfog"), CFG)
+    assert len(df) >= 0.8 * len(pair[3]) and df["n_evals"].max() <= 3 and df["n_evals"].median() >= 2
+    both = df.merge(alone, on=["ref_x", "ref_y"], suffixes=("", "_cfog"))
+    same = np.hypot(both["tgt_x"] - both["tgt_x_cfog"], both["tgt_y"] - both["tgt_y_cfog"]) < 0.5
+    assert same.mean() > 0.8
+    np.testing.assert_allclose(both.loc[same, ["tgt_x", "tgt_y"]].to_numpy(),
+                               both.loc[same, ["tgt_x_cfog", "tgt_y_cfog"]].to_numpy(), atol=1e-9)
     err = _errors(df)
     assert np.median(err) < 0.5 and np.mean(err < 1.0) > 0.8
 
@@ -140,6 +156,8 @@ def test_cascade_mode_is_validated_in_the_config():
         config.load("default", {"match.mode": "exhaustive"})
     with pytest.raises(ConfigError, match="top_k"):
         config.load("default", {"match.top_k": 0})
+    with pytest.raises(ConfigError, match="cascade_verify"):
+        config.load("default", {"match.cascade_verify": "all"})
 
 
 @pytest.mark.parametrize("mode", ["search", "cascade"])
