@@ -45,6 +45,10 @@ PAIRS = ((1, None), (10, 1000), (3, None))  # (factor k, centre crop in fine pix
 MAX_POINTS = 400
 ROWS = {"native": {"match.patch_gsd": "native"}, "auto": {"match.patch_gsd": "auto"},
         "auto, no refinement": {"match.patch_gsd": "auto"}}
+# Issue 9's other rows on the same pairs: the classical matchers (no GSD of their own: always native) and the
+# network searching alone at its own patch scale.
+MATCHER_ROWS = {"ncc": {"match.plugin": "ncc"}, "cfog": {"match.plugin": "cfog"},
+                "rrlnet alone, auto": {"match.mode": "search", "match.patch_gsd": "auto"}}
 
 
 def _resample(src: Path, dst: Path, k: int, crop: int | None) -> tuple[int, int]:
@@ -120,7 +124,7 @@ def measure(save) -> dict:
             rows = []
             pairs.append({"factor": k, "gsd_m": NATIVE_M / k, "shape": list(shape), "crop_offset": [c0, r0],
                           "rows": rows})
-            for name, sets in ({"auto": ROWS["auto"]} if k == 1 else ROWS).items():
+            for name, sets in {**({"auto": ROWS["auto"]} if k == 1 else ROWS), **MATCHER_ROWS}.items():
                 row = {"row": name, **run_row(opt, sar, sets, errors, refine="no refinement" not in name)}
                 err = np.asarray(row["errors_native_px"])
                 row["within_1px"] = float(np.mean(err * k < 1.0)) if len(err) else None  # 1 px of this pair
@@ -140,7 +144,9 @@ def render(out: dict) -> str:
              "of 64 input pixels (`match.patch_gsd = \"native\"`, what every run did before); `auto`: patches "
              "sampled at the nearest end of the weights' GSD range (zoom z), "
              "positions refined at full resolution by CFOG within ceil(z) + 1 px; `auto, no refinement`: the same "
-             "without that step. Errors against the exact field, in pixels of the pair itself and in metres, over "
+             "without that step; `ncc`, `cfog`: `--matcher` (their patches always native); `rrlnet alone, auto`: "
+             "the network searching alone (`match.mode = \"search\"`) at `auto`. Errors against the exact field, "
+             "in pixels of the pair itself and in metres, over "
              "the kept points; evaluations / keypoint: network patch-pair scores (the refinement's CFOG pass is "
              "one FFT per keypoint, not counted); match stage: `timings_s.match`.", "",
              f"Measured with `{out.get('command')}` ({out.get('seconds')} s), ONE run on the shared 2-core CPU with "

@@ -332,7 +332,8 @@ def _render_gsd() -> list[str]:
         return lines + ["Not filled: `benchmarks/gsd.py` (helper \"gsd\") writes `benchmarks/gsd.json`; `--render` "
                         "shows its pairs here.", ""]
     lines += [f"Read from `benchmarks/gsd.json` (`{data.get('command')}`; complete: {data.get('complete')}): the "
-              "default pipeline's patch-scale rows (its md has more columns); errors in pixels of that pair.", ""]
+              "default pipeline's patch-scale rows (native, auto), then ncc, cfog and RRL-Net alone (its md has more "
+              "columns); errors in pixels of that pair.", ""]
     for p in data["pairs"]:
         lines += [f"### GeFolki at {p['gsd_m']:.3g} m (x{p['factor']})", "", *TABLE_HEAD]
         for r in p["rows"]:
