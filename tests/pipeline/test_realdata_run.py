@@ -116,12 +116,12 @@ def test_rift_infrared_optical_agrees_with_an_independent_estimate(data_file, tm
     assert np.hypot(*(_shift_at(s["model"]["params"], 300, 300) - independent)) < 1.5, (s["model"], independent)
 
 
-def test_rift_sar_optical_keeps_only_a_small_consistent_set(data_file, tmp_path):
+def test_rift_sar_optical_fits_a_consistent_model_and_flags_some(data_file, tmp_path):
     _, _, s = _rift(data_file, tmp_path, "sar-optical")
     # A dense urban SAR/optical pair with no truth, where independent estimates disagree by several pixels:
     # the supportable claims are that a consistent model is fitted and that the filters flag candidates rather
-    # than pass them all on. Measured with the second optical-sar weights: the default cascade kept 45 of 60 at a
-    # model rmse of 1.03 px (RRL-Net alone 19 at 1.01 px; the first weights kept 7 at 0.84 px).
+    # than pass them all on. Measured with the second optical-sar weights: the default (peak) cascade kept 53 of 60
+    # at a model rmse of 0.67 px (the block cascade 45 at 1.03 px, CFOG alone 57 at 0.70, NCC 7 at 0.43 px).
     assert s["points_found"] >= 40 and s["points_kept"] >= 4 and not s["message"], s
-    assert s["model"]["rmse_px"] < 1.5, s["model"]
-    assert s["points_kept"] <= 0.85 * s["points_found"], s
+    assert s["model"]["rmse_px"] < 0.9, s["model"]
+    assert s["points_kept"] <= s["points_found"] - 3, s
