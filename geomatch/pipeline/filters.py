@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 from skimage.measure import ransac
-from skimage.transform import AffineTransform, PolynomialTransform
+
+from geomatch.pipeline.gcpmodel import normaliser, poly_terms
 
 FLAGS = ("outlier_score", "outlier_local", "outlier_model", "outlier")
 MIN_NEIGHBOURS = 3  # fewer neighbours than this: the local test has no say
@@ -76,9 +77,56 @@ def _detrend(ref: np.ndarray, shift: np.ndarray, threshold: float) -> np.ndarray
     return shift if trend is None else ref + shift - trend(ref)
 
 
+class _LeastSquares:
+    """tgt = f(ref), an affine (order 1) or a second-order polynomial, fitted by ordinary least squares on centred,
+    scaled coordinates (gcpmodel's poly_terms), in the model protocol skimage's ``ransac`` takes (``from_estimate``,
+    or ``estimate`` before skimage 0.26; ``residuals``). Why not skimage's transforms: their estimate takes a full
+    SVD of a (2n, k) matrix, whose U alone is (2n)^2 floats: 4.7 GB at 13,000 points (benchmarks/scale.md)."""
+
+    order = 1
+
+    def __init__(self, centre=(0.0, 0.0), scale: float = 1.0, coef=None):
+        self.centre, self.scale, self.coef = np.asarray(centre, float), float(scale), coef
+
+    @classmethod
+    def from_estimate(cls, src: np.ndarray, dst: np.ndarray):
+        m = cls()
+        return m if m.estimate(src, dst) else None
+
+    def estimate(self, src: np.ndarray, dst: np.ndarray) -> bool:
+        self.centre, self.scale = normaliser(np.asarray(src, float))
+        design = poly_terms(*((np.asarray(src, float) - self.centre) / self.scale).T, self.order)
+        with np.errstate(all="ignore"):
+            coef, _, rank, _ = np.linalg.lstsq(design, np.asarray(dst, float), rcond=None)
+        self.coef = coef
+        return bool(rank == design.shape[1] and np.isfinite(coef).all())
+
+    def __call__(self, xy: np.ndarray) -> np.ndarray:
+        u, v = ((np.asarray(xy, float) - self.centre) / self.scale).T
+        return poly_terms(u, v, self.order) @ self.coef
+
+    def residuals(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        return np.hypot(*(self(src) - dst).T)
+
+    @property
+    def params(self) -> np.ndarray:
+        """(2, 6) coefficients of 1, x, y, x^2, xy, y^2 in the original coordinates (skimage's polynomial layout)."""
+        c = np.zeros((6, 2))
+        c[: len(self.coef)] = self.coef
+        a, b, d = 1.0 / self.scale, -self.centre[0] / self.scale, -self.centre[1] / self.scale  # u = a x + b
+        raw = np.stack([c[0] + c[1] * b + c[2] * d + c[3] * b * b + c[4] * b * d + c[5] * d * d,
+                        a * (c[1] + 2 * c[3] * b + c[4] * d), a * (c[2] + c[4] * b + 2 * c[5] * d),
+                        a * a * c[3], a * a * c[4], a * a * c[5]])
+        return raw.T
+
+
+class _Poly2(_LeastSquares):
+    order = 2
+
+
 def _fit(ref: np.ndarray, tgt: np.ndarray, model: str, threshold: float):
     """RANSAC fit (seeded, so runs repeat exactly), then least squares on the inliers; (None, None) if impossible."""
-    cls, min_samples = (PolynomialTransform, 6) if model == "poly2" else (AffineTransform, 3)  # poly2: order 2
+    cls, min_samples = (_Poly2, 6) if model == "poly2" else (_LeastSquares, 3)
     if len(ref) < min_samples:
         return None, None
     with np.errstate(all="ignore"):
@@ -86,24 +134,14 @@ def _fit(ref: np.ndarray, tgt: np.ndarray, model: str, threshold: float):
                             max_trials=2000, rng=0)
     if m is None or inliers is None or inliers.sum() < min_samples:
         return None, None
-    refit = _estimate(cls, ref[inliers], tgt[inliers])
+    refit = cls.from_estimate(ref[inliers], tgt[inliers])
     return (refit if refit is not None else m), inliers
 
 
-def _estimate(cls, src: np.ndarray, dst: np.ndarray):
-    """Least-squares transform, or None; skimage >= 0.26 spells it ``from_estimate``, older ``estimate``."""
-    with np.errstate(all="ignore"):
-        if hasattr(cls, "from_estimate"):
-            m = cls.from_estimate(src, dst)
-            return m if m else None
-        m = cls()
-        return m if m.estimate(src, dst) else None
-
-
-def _params(m, model: str) -> list:
-    if model == "poly2":
-        return np.asarray(m.params).tolist()
-    return np.asarray(m.params)[:2].tolist()
+def _params(m: _LeastSquares, model: str) -> list:
+    """2x3 affine [[a, b, c], [d, e, f]] (tgt_x = a x + b y + c) or the 2x6 poly2 coefficients."""
+    p = m.params
+    return p.tolist() if model == "poly2" else p[:, [1, 2, 0]].tolist()
 
 
 def flag_outliers(df: pd.DataFrame, cfg) -> tuple[pd.DataFrame, dict]:

@@ -37,7 +37,7 @@ _BLOCKS = 5
 _SIMPLER_WITHIN = 0.05  # auto: relative block-CV margin a more complex model must win by
 
 
-def _terms(x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
+def poly_terms(x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
     cols = [np.ones_like(x)]
     for k in range(1, order + 1):
         cols += [x ** (k - j) * y**j for j in range(k + 1)]
@@ -63,7 +63,7 @@ class GCPModel:
         if self.rbf is not None:
             out = self.rbf(np.column_stack([u, v]))
         else:
-            out = _terms(u, v, int(self.order)) @ self.coef
+            out = poly_terms(u, v, int(self.order)) @ self.coef
         return out[:, 0].reshape(cols.shape), out[:, 1].reshape(cols.shape)
 
 
@@ -77,9 +77,9 @@ def check_support(ref: np.ndarray, order: str) -> None:
         raise InputError(f"--order {order} needs at least {need} kept tie points (one more than it has unknowns, "
                          f"for a check point); these tie points have {n}: choose a lower --order or find more "
                          "points (a larger search radius, more keypoints)")
-    centre, scale = _normaliser(ref)
+    centre, scale = normaliser(ref)
     u, v = ((ref - centre) / scale).T
-    design = _terms(u, v, 1 if order == "tps" else int(order))
+    design = poly_terms(u, v, 1 if order == "tps" else int(order))
     sv = np.linalg.svd(design, compute_uv=False)
     if sv[-1] < _MIN_CONDITION * sv[0]:
         shape = "a line" if order in ("1", "tps") else "a line or a curve"
@@ -88,14 +88,14 @@ def check_support(ref: np.ndarray, order: str) -> None:
                          "the overlap")
 
 
-def _normaliser(ref: np.ndarray) -> tuple[np.ndarray, float]:
+def normaliser(ref: np.ndarray) -> tuple[np.ndarray, float]:
     centre = ref.mean(axis=0)
     scale = float(np.max(ref.std(axis=0)))
     return centre, scale if scale > 0 else 1.0
 
 
 def _fit_raw(ref: np.ndarray, tgt: np.ndarray, order: str, smoothing: float | None = None) -> GCPModel:
-    centre, scale = _normaliser(ref)
+    centre, scale = normaliser(ref)
     uv = (ref - centre) / scale
     if order == "tps":
         from scipy.interpolate import RBFInterpolator
@@ -104,13 +104,13 @@ def _fit_raw(ref: np.ndarray, tgt: np.ndarray, order: str, smoothing: float | No
         rbf = RBFInterpolator(uv, tgt, kernel="thin_plate_spline", degree=1,
                               smoothing=float(smoothing or 0.0) / scale**2)
         return GCPModel(order, centre, scale, rbf=rbf, smoothing=float(smoothing or 0.0))
-    coef, *_ = np.linalg.lstsq(_terms(uv[:, 0], uv[:, 1], int(order)), tgt, rcond=None)
+    coef, *_ = np.linalg.lstsq(poly_terms(uv[:, 0], uv[:, 1], int(order)), tgt, rcond=None)
     return GCPModel(order, centre, scale, coef=coef)
 
 
 def _to_optical_px(ref: np.ndarray, tgt: np.ndarray):
     """2x2 matrix taking a SAR-pixel vector to optical pixels (inverse of the affine fit's linear part)."""
-    lin = _fit_raw(ref, tgt, "1").coef[1:3].T / _normaliser(ref)[1]
+    lin = _fit_raw(ref, tgt, "1").coef[1:3].T / normaliser(ref)[1]
     return np.linalg.inv(lin)
 
 

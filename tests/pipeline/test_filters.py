@@ -106,3 +106,23 @@ def test_poly2_model_and_its_affine_fallback():
     assert strict["n_kept"] < curved["n_kept"] and strict["rmse_px"] > curved["rmse_px"] + 0.1, (strict, curved)
     fallback = flag_outliers(df.head(4), cfg)[1]
     assert fallback["model"] == "affine" and "fallback" in fallback
+
+
+@pytest.mark.parametrize("model", ["affine", "poly2"])
+def test_model_params_are_in_scene_pixels_far_from_the_origin(model):
+    """The fit works on centred, scaled coordinates; the params it reports are the map in the points' own pixels,
+    exact on noise-free points 10,000 px from the origin (where unscaled x^2 terms reach 1e8)."""
+    from geomatch.pipeline.gcpmodel import poly_terms
+
+    rng = np.random.default_rng(4)
+    ref = rng.uniform(0, 3000, (200, 2)) + [9000.0, 12000.0]
+    truth = np.array([[25.0, 1.002, 0.003, 0.0, 0.0, 0.0], [-14.0, -0.004, 0.997, 0.0, 0.0, 0.0]])
+    if model == "poly2":
+        truth[:, 3:] = [[1e-6, -2e-6, 3e-7], [2e-7, 1e-6, -1e-6]]
+    tgt = poly_terms(ref[:, 0], ref[:, 1], 2) @ truth.T
+    df = pd.DataFrame({"ref_x": ref[:, 0], "ref_y": ref[:, 1], "tgt_x": tgt[:, 0], "tgt_y": tgt[:, 1],
+                       "score": np.full(200, 0.9), "ratio": np.full(200, 0.5)})
+    out, info = flag_outliers(df, FilterConfig(model=model, local_radius_px=0, min_score=0.5, max_ratio=0.95))
+    assert info["n_kept"] == 200 and info["rmse_px"] < 1e-6
+    want = truth if model == "poly2" else truth[:, [1, 2, 0]]
+    np.testing.assert_allclose(np.asarray(info["params"]), want, rtol=1e-7, atol=1e-9)
