@@ -151,13 +151,13 @@ def main() -> None:
                     help="also N 3mos tiles of the validation split (other sensors)")
     ap.add_argument("--rows", nargs="+", default=["rrlnet", "cascade"], choices=sorted(network_rows("")),
                     help="network rows to sweep (the classical rows always run)")
-    ap.add_argument("--row", action="append", default=[], metavar="NAME:STAGE.KEY=VALUE,...",
-                    help="one more network row: a cascade-peak row with these settings")
+    ap.add_argument("--row", action="append", default=[], metavar="NAME=STAGE.KEY=VALUE[,...]",
+                    help="one more network row: a cascade-peak row with these settings (matcher_tables' syntax)")
     args = ap.parse_args()
-    extra = {}
-    for spec in args.row:
-        name, _, sets = spec.partition(":")
-        extra[name] = {**network_rows(args.weights)["cascade-peak"], **config.parse_set_options(sets.split(","))}
+    from matcher_tables import parse_row
+
+    extra = {name: {**network_rows(args.weights)["cascade-peak"], **sets}
+             for name, sets in map(parse_row, args.row)}
     rows = collect(args.weights, args.with_3mos, args.rows, extra)
     out = {"weights": args.weights, "pairs": list(dict.fromkeys(r["pair"] for r in rows)), "floors": list(FLOORS),
            "ceilings": list(CEILINGS), "rows": rows, "chosen": choose(rows)}

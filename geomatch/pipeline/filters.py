@@ -125,7 +125,8 @@ class _Poly2(_LeastSquares):
 
 
 def _fit(ref: np.ndarray, tgt: np.ndarray, model: str, threshold: float):
-    """RANSAC fit (seeded, so runs repeat exactly), then least squares on the inliers; (None, None) if impossible."""
+    """RANSAC fit (seeded, so runs repeat exactly); the model returned is ransac's own least-squares refit on all
+    the inliers. (None, None) if impossible."""
     cls, min_samples = (_Poly2, 6) if model == "poly2" else (_LeastSquares, 3)
     if len(ref) < min_samples:
         return None, None
@@ -134,8 +135,7 @@ def _fit(ref: np.ndarray, tgt: np.ndarray, model: str, threshold: float):
                             max_trials=2000, rng=0)
     if m is None or inliers is None or inliers.sum() < min_samples:
         return None, None
-    refit = cls.from_estimate(ref[inliers], tgt[inliers])
-    return (refit if refit is not None else m), inliers
+    return m, inliers
 
 
 def _params(m: _LeastSquares, model: str) -> list:
