@@ -263,6 +263,8 @@ def train(model="rrlnet", dataset: str | PatchDataset = "vis-nir", config: Train
             )
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # the saved state carries the old rate; --lr may change on resume
+            group["lr"] = cfg.lr
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         _restore_rng(state["rng"], np_rng, aug_gen, device)

@@ -59,6 +59,24 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
         assert torch.equal(a, b), k  # same batches, augmentation and optimizer state as without the interruption
 
 
+def test_resume_trains_at_the_learning_rate_it_is_given(tmp_path):
+    import shutil
+
+    root = write_published(tmp_path / "ds", "os", n_train=64, n_test=32)
+    full, _ = _tiny_run(root, tmp_path / "full", 2)
+    _tiny_run(root, tmp_path / "a", 1)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    torch.manual_seed(0)
+    slow = TinyMatcher(MatcherConfig(patch_size=32))
+    train(slow, str(root), out_dir=tmp_path / "b", epochs=2, batch_size=8, lr=1e-4, device="cpu", progress=False,
+          resume=True)
+    same, _ = _tiny_run(root, tmp_path / "a", 2, resume=True)  # the run's own 1e-2
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), same.state_dict().values(), strict=True))
+    moved = [(a - b).abs().max().item() for a, b in zip(full.state_dict().values(), slow.state_dict().values(),
+                                                          strict=True) if a.is_floating_point()]
+    assert max(moved) > 1e-3  # a hundredth of the rate for the second epoch: other weights
+
+
 def test_existing_run_needs_overwrite_or_resume(tmp_path):
     root = write_published(tmp_path / "ds", "os", n_train=32, n_test=16)
     _tiny_run(root, tmp_path / "run", 1)
