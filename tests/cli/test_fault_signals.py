@@ -21,6 +21,18 @@ from tests.factories import make_pair
 SLOW = ["--tile-size", "480", "--search-radius", "30", "--no-plot"]
 
 
+@pytest.fixture(autouse=True)
+def _sigint_deliverable():
+    """A test runner started as ``cmd &`` from a script ignores SIGINT, and its children inherit that and
+    would never see the Ctrl-C these tests send: give them a terminal's default (a handler, unlike SIG_IGN,
+    is reset to the default across exec)."""
+    before = signal.getsignal(signal.SIGINT)
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture(scope="module")
 def big_pair(tmp_path_factory):
     folder = tmp_path_factory.mktemp("big")
