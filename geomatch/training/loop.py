@@ -339,6 +339,7 @@ def train(model="rrlnet", dataset: str | PatchDataset = "vis-nir", config: Train
                 "train_loss": train_loss,
                 "head_losses": {k: float(v) / iters for k, v in sums.items()},
                 "iterations": iters,
+                "lr": cfg.lr,  # a resumed run may change it
                 "pairs_per_s": round(iters * cfg.batch_size / train_seconds, 1),
                 "train_seconds": round(train_seconds, 2),
             }

@@ -75,6 +75,8 @@ def test_resume_trains_at_the_learning_rate_it_is_given(tmp_path):
     moved = [(a - b).abs().max().item() for a, b in zip(full.state_dict().values(), slow.state_dict().values(),
                                                           strict=True) if a.is_floating_point()]
     assert max(moved) > 1e-3  # a hundredth of the rate for the second epoch: other weights
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["lr"] for line in lines] == [1e-2, 1e-4]
 
 
 def test_existing_run_needs_overwrite_or_resume(tmp_path):
