@@ -44,7 +44,8 @@ def _saved_settings(ctx: click.Context, out_dir: str) -> dict:
 @device_opt
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/train", show_default=True,
               help="Run folder: best.pt, last.pt, resume.pt, metrics.jsonl, curves.png.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch (a new --epochs "
+                   "and --lr apply from there).")
 @click.option("--selection", type=click.Choice(["clean", "seed"]), default="clean", show_default=True,
               help="clean: select on a validation split that is not the test set; seed: as the seed does "
                    "(val_data.npy for VIS-NIR, the test file for OS/SEN1-2), for comparison.")
