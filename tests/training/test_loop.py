@@ -38,10 +38,10 @@ def test_narrow_rrlnet_learns_in_two_epochs(tmp_path):
     assert report["mean_fpr95"] == pytest.approx(np.mean([r["fpr95"] for r in report["subsets"].values()]))
 
 
-def _tiny_run(root, out, epochs, **kw):
+def _tiny_run(root, out, epochs, lr=1e-2, **kw):
     torch.manual_seed(0)
     model = TinyMatcher(MatcherConfig(patch_size=32))
-    return model, train(model, str(root), out_dir=out, epochs=epochs, batch_size=8, lr=1e-2, device="cpu",
+    return model, train(model, str(root), out_dir=out, epochs=epochs, batch_size=8, lr=lr, device="cpu",
                         progress=False, **kw)
 
 
@@ -66,10 +66,7 @@ def test_resume_trains_at_the_learning_rate_it_is_given(tmp_path):
     full, _ = _tiny_run(root, tmp_path / "full", 2)
     _tiny_run(root, tmp_path / "a", 1)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    torch.manual_seed(0)
-    slow = TinyMatcher(MatcherConfig(patch_size=32))
-    train(slow, str(root), out_dir=tmp_path / "b", epochs=2, batch_size=8, lr=1e-4, device="cpu", progress=False,
-          resume=True)
+    slow, _ = _tiny_run(root, tmp_path / "b", 2, lr=1e-4, resume=True)
     same, _ = _tiny_run(root, tmp_path / "a", 2, resume=True)  # the run's own 1e-2
     assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), same.state_dict().values(), strict=True))
     moved = [(a - b).abs().max().item() for a, b in zip(full.state_dict().values(), slow.state_dict().values(),
