@@ -12,9 +12,10 @@ patch-pair) evaluations per keypoint, match-stage seconds.
 
 Validation material (never the reported pair): ``volkov-s1s2`` pairs ``VALIDATION``, their residual
 misalignment measured by the project's own estimator (:func:`geomatch.training.scenes.align_scene`,
-confirmed against the folder's table) and taken out, then the SAR warped by a known affine ``WARP`` in the
-same single interpolation, so a tie point's truth is exact up to the alignment estimate. The cascade's
-parameters are the ones with the most kept points under 1 px summed over those pairs (ties: lower median).
+confirmed against the folder's table; then on the crop itself, ``matcher_tables.crop_shift``) and taken out,
+then the SAR warped by a known affine ``WARP`` in the same single interpolation, so a tie point's truth is exact
+up to the alignment estimate. The cascade's parameters are the ones with the most kept points under 1 px summed
+over those pairs (ties: lower median).
 """
 
 from __future__ import annotations
@@ -118,12 +119,14 @@ def validation_pair(scene_id: str, tmp: Path):
                             confirm=True)
     if rec["status"] not in ("measured", "confirmed"):
         raise SystemExit(f"{scene_id}: residual shift not trusted ({rec}); pick another validation pair")
-    s = np.asarray(rec["measured_shift_px"], float)  # optical p sits at SAR p + s (align_scene's convention)
+    from matcher_tables import crop_shift  # it imports this module: not at the top
+
     opt = np.asarray(Image.open(files.optical[0]).convert("RGB"))
     sar = np.asarray(Image.open(files.sar), np.float32)
     sar = sar[..., 0] if sar.ndim == 3 else sar
     h, w = sar.shape
     o = ((h - CROP) // 2, (w - CROP) // 2)
+    s, rec = crop_shift(scene_id, scene, o, CROP, rec)  # optical p sits at SAR p + s (align_scene's convention)
     a = _affine(WARP[0], WARP[1], WARP[2], (CROP / 2, CROP / 2))
     inv = np.linalg.inv(a)
     rows, cols = np.mgrid[0:CROP, 0:CROP]
@@ -140,7 +143,8 @@ def validation_pair(scene_id: str, tmp: Path):
         t = a @ np.stack([kept["ref_col"], kept["ref_row"], np.ones(len(kept))])
         return np.hypot(kept["tgt_col"] - t[0], kept["tgt_row"] - t[1])
 
-    return optical, sar_tif, errors, {k: rec[k] for k in ("measured_shift_px", "reference_shift_px", "status")}
+    return optical, sar_tif, errors, {k: rec[k] for k in ("measured_shift_px", "reference_shift_px", "status",
+                                                          "crop_shift_px")}
 
 
 def validation() -> dict:

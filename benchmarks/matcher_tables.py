@@ -11,7 +11,8 @@ config, its matcher classes' score floor and ambiguity ceiling and its weights' 
 missing or changed cells (--fresh: code changed). The md is written from it. Pairs, all held out by the lead's
 patch set (``preset.scenes`` of data/osar2/manifest.json): volkov-s1s2 validation scenes (448 px centre crops),
 3mos test tiles (256 px, at most six, sensors alternating), changedet test scenes (512 px centre crops; errors
-on unchanged ground only), each with its residual shift measured by ``align_scene`` taken out and the SAR warped
+on unchanged ground only), each with its residual shift measured by ``align_scene`` (on the crop itself when it
+is part of a larger scene: ``crop_shift``) taken out and the SAR warped
 by cascade.py's affine (volkov) or that affine plus a smooth field (3mos, changedet) in one interpolation, so
 the truth is exact up to the alignment estimate; the GeFolki warped pair (exact field). Measures: ``run_row``.
 """
@@ -49,6 +50,9 @@ MANIFEST = HERE.parent / "data" / "osar2" / "manifest.json"
 GSD = HERE / "gsd.json"
 RECIPE = 1  # bump when a pair's construction changes: every cell is recomputed
 CROPS = {"volkov-s1s2": 448, "3mos": 256, "changedet": 512}
+# Groups whose crop is part of a larger scene: their truth is the crop's own shift (``crop_shift``); 3mos tiles are
+# their whole 256 px scene, so their truth is unchanged (and so are their cached cells).
+CROP_ALIGNED = ("volkov-s1s2", "changedet")
 FIELD_PX = {"volkov-s1s2": 0.0, "3mos": 2.0, "changedet": 2.0}  # smooth field amplitude (volkov: cascade.py's warp)
 GROUPS = {"gefolki": "GeFolki warped pair", "volkov-s1s2": "volkov-s1s2 validation scenes, alignment corrected",
           "3mos": "3mos test tiles, synthetic warp", "changedet": "changedet test scenes, synthetic warp"}
@@ -147,7 +151,8 @@ def list_pairs(manifest: Path) -> list[dict]:
     for sid in ids:
         group = sid.split("/", 1)[0]
         pairs.append({"id": sid, "group": group, "recipe": RECIPE, "crop": CROPS[group], "warp": list(WARP[:2]) +
-                      [list(WARP[2])], "field_px": FIELD_PX[group], "seed": zlib.crc32(sid.encode())})
+                      [list(WARP[2])], "field_px": FIELD_PX[group], "seed": zlib.crc32(sid.encode()),
+                      **({"truth": "crop shift"} if group in CROP_ALIGNED else {})})
     return pairs
 
 
@@ -185,7 +190,8 @@ def build_pair(pair: dict, tmp: Path):
     if min(sar.shape) < size or opt.shape[:2] != sar.shape:
         raise InputError(f"{pair['id']}: images {opt.shape[:2]} / {sar.shape} smaller than the {size} px crop")
     o = ((sar.shape[0] - size) // 2, (sar.shape[1] - size) // 2)
-    warp, shift = make_warp(size, pair["field_px"], pair["seed"]), np.asarray(rec["measured_shift_px"], float)
+    shift, rec = crop_shift(pair["id"], scene, o, size, rec)
+    warp = make_warp(size, pair["field_px"], pair["seed"])
     optical = _write_tif(tmp / "optical.tif", np.moveaxis(opt[o[0]:o[0] + size, o[1]:o[1] + size], 2, 0).copy())
     sar_tif = _write_tif(tmp / "sar.tif", warp_sar(sar, o, shift, warp, size))
     ground = scene.valid[o[0]:o[0] + size, o[1]:o[1] + size]
@@ -196,9 +202,28 @@ def build_pair(pair: dict, tmp: Path):
         tx, ty = warp.forward(x[on], y[on])
         return np.hypot(kept["tgt_col"].to_numpy(float)[on] - tx, kept["tgt_row"].to_numpy(float)[on] - ty)
 
-    record = {**{k: rec[k] for k in ("measured_shift_px", "reference_shift_px", "status")},
+    record = {**{k: rec[k] for k in ("measured_shift_px", "reference_shift_px", "status", "crop_shift_px") if k in rec},
               "scored_ground": round(float(ground.mean()), 4)}
     return optical, sar_tif, errors, record, {"pair.sar_scale": files.sar_scale}
+
+
+def crop_shift(scene_id: str, scene, o: tuple[int, int], size: int, rec: dict) -> tuple[np.ndarray, dict]:
+    """The residual shift that is the truth of the ``size`` px crop at ``o`` (row, col), and ``rec`` with it.
+
+    A crop smaller than its scene gets its own shift (``scenes.region_shift``: the scene's need not hold there;
+    on the volkov validation crops they differ by 0.1-4.5 px); a crop whose corners disagree has no translation
+    truth and is refused (InputError: the pair is skipped and reported). A crop that is the whole scene keeps the
+    scene's trusted shift."""
+    from geomatch.training.scenes import region_shift
+
+    if scene.optical.shape[0] <= size and scene.optical.shape[1] <= size:
+        return np.asarray(rec["measured_shift_px"], float), rec
+    win = (slice(o[0], o[0] + size), slice(o[1], o[1] + size))
+    shift, crop = region_shift(scene.optical[win], scene.valid[win], scene.sar[win], scene.valid[win])
+    if shift is None:
+        raise InputError(f"{scene_id}: the {size} px crop has no single residual shift (corners "
+                         f"{crop['corner_shifts_px']} against {crop['region_shift_px']}); no exact truth")
+    return shift, {**rec, "crop_shift_px": crop["region_shift_px"], "crop_alignment": crop}
 
 
 def parse_row(text: str) -> tuple[str, dict]:
@@ -312,10 +337,11 @@ def render(out: dict) -> str:
             continue
         lines += [f"## {title}", "", f"`{_command(group, out)}`", ""]
         for pid in ids:
-            rec = pairs[pid].get("alignment") or {}
             p, rec = pairs[pid], pairs[pid].get("alignment")
-            about = "" if not rec else (f" (crop {p['crop']} px, field {p['field_px']} px; alignment {rec['status']}: "
-                                        f"{rec['measured_shift_px']} px, table: {rec['reference_shift_px'] or 'none'})")
+            crop = f", the crop's own: {rec['crop_shift_px']} px (truth)" if rec and "crop_shift_px" in rec else ""
+            about = "" if not rec else (f" (crop {p['crop']} px, field {p['field_px']} px; scene alignment "
+                                        f"{rec['status']}: {rec['measured_shift_px']} px, table: "
+                                        f"{rec['reference_shift_px'] or 'none'}{crop})")
             lines += [f"### {pid}{about}", "", *TABLE_HEAD]
             for n, c in ((n, cells[f"{pid}|{n}"]) for n in rows if f"{pid}|{n}" in cells):
                 tags = " (default)" * (n == dflt) + " (stale: rerun)" * bool(c.get("stale"))

@@ -46,6 +46,32 @@ def test_field_is_smooth_bounded_and_inverted_exactly():
     assert np.allclose(np.stack(flat.forward(x, y)), np.stack(mt._apply(flat.affine, x, y)))
 
 
+def _scene(sar_shift_rows_cols, size=320, split_at=None, other=(1, -4)):
+    """A scene whose SAR content is moved by ``ndi.shift`` (rows, cols), the columns from ``split_at`` by ``other``."""
+    from types import SimpleNamespace
+
+    optical = _smooth_image((size, size), seed=5) / 255
+    sar = ndi.shift(optical, sar_shift_rows_cols, order=1, mode="nearest")
+    if split_at is not None:
+        sar[:, split_at:] = ndi.shift(optical, other, order=1, mode="nearest")[:, split_at:]
+    return SimpleNamespace(optical=optical, sar=sar.astype(np.float32), valid=np.ones(optical.shape, bool))
+
+
+def test_a_crop_is_judged_by_its_own_shift_not_its_scenes():
+    scene_rec = {"measured_shift_px": [9.0, 9.0], "status": "measured"}
+    # Left part of the scene moved (3, -2) (dx, dy), right part (-4, 1): a crop in the left part has its own shift.
+    scene = _scene((-2, 3), split_at=200)
+    shift, rec = mt.crop_shift("s", scene, (40, 10), 176, scene_rec)
+    np.testing.assert_allclose(shift, [3, -2], atol=0.3)
+    assert rec["crop_shift_px"] == [round(float(v), 2) for v in shift] and rec["status"] == "measured"
+    with pytest.raises(InputError, match="no single residual shift"):  # a crop astride both parts
+        mt.crop_shift("s", scene, (40, 100), 176, scene_rec)
+    # A crop that is its whole scene keeps the scene's own (trusted) measurement.
+    whole = _scene((-2, 3), size=176)
+    shift, rec = mt.crop_shift("s", whole, (0, 0), 176, scene_rec)
+    assert list(shift) == [9.0, 9.0] and rec is scene_rec
+
+
 def _cell(kept, median, match_s=1.0):
     return {"kept": kept, "median_px": median, "match_s": match_s}
 

@@ -17,7 +17,7 @@ from geomatch.training.build import BuildConfig
 from geomatch.training.datasets import load_dataset
 from geomatch.training.presets import build_optical_sar_patches
 from geomatch.training.scene_files import find_scenes
-from geomatch.training.scenes import align_scene, load_scene_pairs
+from geomatch.training.scenes import align_scene, load_scene_pairs, region_shift
 from geomatch.training.splits import split_scenes
 
 UTM = "EPSG:32631"
@@ -247,6 +247,25 @@ def test_align_scene_removes_a_measured_shift_only_when_confident():
     noise = np.random.default_rng(1).random(optical.shape).astype(np.float32)
     same, same_valid, rec = align_scene(optical, valid, noise, valid)
     assert rec["applied_shift_px"] == [0, 0] and same is noise
+
+
+def test_region_shift_is_the_regions_own_and_refused_where_it_varies():
+    ground, sar_db = _scene(192, 7)
+    optical = ground.astype(np.float32)
+    sar = Stretch.fit(sar_db).apply(sar_db).astype(np.float32)
+    valid = np.ones(optical.shape, bool)
+    # out[y, x] = sar[y + 2, x - 3]: the content 3 px right and 2 px up, align_scene's (3, -2).
+    moved = ndi.shift(sar, (-2, 3), order=1, mode="nearest")
+    shift, rec = region_shift(optical, valid, moved, valid)
+    assert shift is not None and rec["corners_agreeing"] == 4
+    np.testing.assert_allclose(shift, [3, -2], atol=0.3)
+    # The left half moved one way, the right half another: no one shift is the region's truth.
+    split = moved.copy()
+    split[:, 96:] = ndi.shift(sar, (1, -4), order=1, mode="nearest")[:, 96:]
+    shift, rec = region_shift(optical, valid, split, valid)
+    assert shift is None and rec["corners_agreeing"] < 3
+    corners = np.array(rec["corner_shifts_px"], float)
+    assert np.hypot(*(corners[0] - corners[1])) > 3  # top-left and top-right measured apart
 
 
 def abs_ncc(images: np.ndarray) -> np.ndarray:
