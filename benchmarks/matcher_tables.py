@@ -277,7 +277,15 @@ def compute(out: dict, pairs: list[dict], rows: dict[str, dict], only_pairs, onl
         if not todo:
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            optical, sar, errors, record, extra = build_pair(pair, Path(tmp))
+            try:
+                optical, sar, errors, record, extra = build_pair(pair, Path(tmp))
+            except InputError as exc:  # no exact truth for this pair (e.g. its crop has no single shift): say so
+                out.setdefault("pairs", {})[pair["id"]] = {**pair, "skipped": str(exc)}
+                for n in rows:
+                    cells.pop(f"{pair['id']}|{n}", None)
+                print(json.dumps({"pair": pair["id"], "skipped": str(exc)}), flush=True)
+                OUT.write_text(json.dumps(out, indent=1) + "\n")
+                continue
             out.setdefault("pairs", {})[pair["id"]] = {**pair, "alignment": record}
             for name in todo:
                 scored = []  # the errors run_row asked for: their count is the kept points on scored ground
@@ -342,6 +350,9 @@ def render(out: dict) -> str:
             about = "" if not rec else (f" (crop {p['crop']} px, field {p['field_px']} px; scene alignment "
                                         f"{rec['status']}: {rec['measured_shift_px']} px, table: "
                                         f"{rec['reference_shift_px'] or 'none'}{crop})")
+            if "skipped" in p:
+                lines += [f"### {pid}: not scored", "", p["skipped"], ""]
+                continue
             lines += [f"### {pid}{about}", "", *TABLE_HEAD]
             for n, c in ((n, cells[f"{pid}|{n}"]) for n in rows if f"{pid}|{n}" in cells):
                 tags = " (default)" * (n == dflt) + " (stale: rerun)" * bool(c.get("stale"))
@@ -379,7 +390,8 @@ def _render_verdict(out: dict) -> list[str]:
     for name in sorted((n for n in out.get("rows", {}) if n not in CLASSICAL), key=lambda n: n != dflt):
         lines += [f"### {name}{' (the default)' if name == dflt else ''}: figures {name} / ncc / cfog", ""]
         results = []
-        for pid in [p for p in out.get("pair_order", []) if p in out.get("pairs", {})]:
+        scored = [p for p in out.get("pair_order", []) if "skipped" not in out.get("pairs", {}).get(p, {"skipped": 1})]
+        for pid in scored:
             by = {n: c for n in out["rows"] if (c := cells.get(f"{pid}|{n}")) and not c.get("stale")}
             results.append(v := verdict(by, name))
             if v is not None:
@@ -392,7 +404,9 @@ def _render_verdict(out: dict) -> list[str]:
         failed, todo = sum(not v["passes"] for v in done), len(results) - len(done)
         state = (f"fails on {failed} of {len(done)} pairs run" if failed else f"passes on all {len(done)} pairs run"
                  if done else "not run yet") + (f"; {todo} pairs not run yet" if todo and done else "")
-        lines += ["", f"{name}: {state}.", ""]
+        skipped = [p for p, d in out.get("pairs", {}).items() if "skipped" in d]
+        lines += ["", f"{name}: {state}" + (f"; not scored (no exact truth): {', '.join(skipped)}" if skipped else "")
+                  + ".", ""]
     runs = sorted({(c["command"], c["when"][:10]) for c in cells.values()})
     return lines + ["## Runs that filled the cells", ""] + [f"- `{cmd}` ({day})" for cmd, day in runs] + [""]
 

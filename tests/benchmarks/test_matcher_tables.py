@@ -107,3 +107,19 @@ def test_row_option_parses_overrides():
         "new", {"match.weights": "runs/x/best.pt", "match.top_k": 3})
     with pytest.raises(InputError, match="NAME="):
         mt.parse_row("new")
+
+
+def test_a_pair_without_exact_truth_is_reported_not_scored(monkeypatch, tmp_path):
+    def no_truth(pair, tmp):
+        raise InputError(f"{pair['id']}: the 448 px crop has no single residual shift; no exact truth")
+
+    monkeypatch.setattr(mt, "build_pair", no_truth)
+    monkeypatch.setattr(mt, "OUT", tmp_path / "tables.json")
+    pair = {"id": "volkov-s1s2/141", "group": "volkov-s1s2", "recipe": mt.RECIPE}
+    out = {"cells": {"volkov-s1s2/141|cascade": {"key": "old", "kept": 9, "median_px": 3.0}}}
+    mt.compute(out, [pair], {"ncc": {"match.plugin": "ncc"}, "cfog": {"match.plugin": "cfog"},
+                            "cascade": {"match.mode": "cascade"}}, None, None, "cmd")
+    assert "no single residual shift" in out["pairs"]["volkov-s1s2/141"]["skipped"]
+    assert out["cells"] == {}  # the figures measured against the old truth are gone
+    md = mt.render(out)
+    assert "### volkov-s1s2/141: not scored" in md and "not scored (no exact truth): volkov-s1s2/141" in md
