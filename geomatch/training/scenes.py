@@ -241,9 +241,8 @@ def align_scene(optical: np.ndarray, optical_valid: np.ndarray, sar: np.ndarray,
             status, confirmed_by = "confirmed", "reference"
         elif (agree := _quadrants_agreeing(optical, optical_valid, sar, sar_valid, cfg, measured, agree_px)) >= 3:
             status, confirmed_by = "confirmed", f"{agree} of 4 quadrants"
-    record = {"measured_shift_px": None if measured is None else [round(float(v), 2) for v in measured],
-              "confidence": _rounded(confidence),
-              "reference_shift_px": None if reference is None else [round(float(v), 2) for v in reference],
+    record = {"measured_shift_px": _rounded_xy(measured), "confidence": _rounded(confidence),
+              "reference_shift_px": _rounded_xy(reference),
               "status": status, "confirmed_by": confirmed_by, "applied_shift_px": [0, 0], "method": est.method}
     if status not in TRUSTED:
         return sar, sar_valid, record
@@ -276,23 +275,32 @@ def region_shift(optical: np.ndarray, optical_valid: np.ndarray, sar: np.ndarray
     measured, _, est = _best_shift(optical, optical_valid, sar, sar_valid, cfg)
     h, w = optical.shape
     qh, qw = int(round(CORNER_SHARE * h)), int(round(CORNER_SHARE * w))
-    corners = []
-    for r0 in (0, h - qh):
-        for c0 in (0, w - qw):
-            win = (slice(r0, r0 + qh), slice(c0, c0 + qw))
-            c = _best_shift(optical[win], optical_valid[win], sar[win], sar_valid[win], cfg)[0]
-            corners.append(None if c is None else [round(float(v), 2) for v in c])
-    agree = 0 if measured is None else sum(
-        c is not None and np.hypot(*np.subtract(c, measured)) <= agree_px for c in corners)
-    record = {"region_shift_px": None if measured is None else [round(float(v), 2) for v in measured],
-              "corner_shifts_px": corners, "corners_agreeing": agree,
-              "confidence": _rounded(est.details.get("confidence", 0.0))}
+    corners = _window_shifts(optical, optical_valid, sar, sar_valid, cfg, (slice(0, qh), slice(h - qh, h)),
+                             (slice(0, qw), slice(w - qw, w)))
+    agree = 0 if measured is None else _agreeing(corners, measured, agree_px)
+    record = {"region_shift_px": _rounded_xy(measured), "corner_shifts_px": [_rounded_xy(c) for c in corners],
+              "corners_agreeing": agree, "confidence": _rounded(est.details.get("confidence", 0.0))}
     return (np.asarray(measured, float) if agree >= 3 else None), record
 
 
 def _rounded(value) -> float | None:
     value = float(value)
     return round(value, 3) if np.isfinite(value) else None
+
+
+def _rounded_xy(shift) -> list[float] | None:
+    return None if shift is None else [round(float(v), 2) for v in shift]
+
+
+def _window_shifts(optical, optical_valid, sar, sar_valid, cfg, rows, cols) -> list:
+    """The best peak (or None) of each window ``rows`` x ``cols`` (two slices each, rows first), measured alone."""
+    return [_best_shift(optical[r, c], optical_valid[r, c], sar[r, c], sar_valid[r, c], cfg)[0]
+            for r in rows for c in cols]
+
+
+def _agreeing(shifts: list, shift, agree_px: float) -> int:
+    """How many of ``shifts`` lie within ``agree_px`` of ``shift``."""
+    return sum(q is not None and np.hypot(*np.subtract(q, shift)) <= agree_px for q in shifts)
 
 
 def _best_shift(optical, optical_valid, sar, sar_valid, cfg):
@@ -314,13 +322,9 @@ def _quadrants_agreeing(optical, optical_valid, sar, sar_valid, cfg, shift, agre
     h, w = optical.shape
     if min(h, w) < 256:
         return 0
-    agree = 0
-    for rows in (slice(0, h // 2), slice(h // 2, h)):
-        for cols in (slice(0, w // 2), slice(w // 2, w)):
-            q = _best_shift(optical[rows, cols], optical_valid[rows, cols], sar[rows, cols], sar_valid[rows, cols],
-                            cfg)[0]
-            agree += q is not None and np.hypot(*np.subtract(q, shift)) <= agree_px
-    return agree
+    quadrants = _window_shifts(optical, optical_valid, sar, sar_valid, cfg, (slice(0, h // 2), slice(h // 2, h)),
+                               (slice(0, w // 2), slice(w // 2, w)))
+    return _agreeing(quadrants, shift, agree_px)
 
 
 def iter_scene_pairs(data_dir, sources: tuple[str, ...] | None = None, exclude: tuple[str, ...] = DEFAULT_EXCLUDE,
