@@ -144,7 +144,7 @@ def validation_pair(scene_id: str, tmp: Path):
         return np.hypot(kept["tgt_col"] - t[0], kept["tgt_row"] - t[1])
 
     return optical, sar_tif, errors, {k: rec[k] for k in ("measured_shift_px", "reference_shift_px", "status",
-                                                          "crop_shift_px")}
+                                                          "crop_shift_px") if k in rec}
 
 
 def validation() -> dict:

@@ -346,13 +346,13 @@ def render(out: dict) -> str:
         lines += [f"## {title}", "", f"`{_command(group, out)}`", ""]
         for pid in ids:
             p, rec = pairs[pid], pairs[pid].get("alignment")
+            if "skipped" in p:
+                lines += [f"### {pid}: not scored", "", p["skipped"], ""]
+                continue
             crop = f", the crop's own: {rec['crop_shift_px']} px (truth)" if rec and "crop_shift_px" in rec else ""
             about = "" if not rec else (f" (crop {p['crop']} px, field {p['field_px']} px; scene alignment "
                                         f"{rec['status']}: {rec['measured_shift_px']} px, table: "
                                         f"{rec['reference_shift_px'] or 'none'}{crop})")
-            if "skipped" in p:
-                lines += [f"### {pid}: not scored", "", p["skipped"], ""]
-                continue
             lines += [f"### {pid}{about}", "", *TABLE_HEAD]
             for n, c in ((n, cells[f"{pid}|{n}"]) for n in rows if f"{pid}|{n}" in cells):
                 tags = " (default)" * (n == dflt) + " (stale: rerun)" * bool(c.get("stale"))
@@ -387,10 +387,12 @@ def _render_verdict(out: dict) -> list[str]:
              f"on kept points AND median error on every pair, with a match stage within {TIME_LIMIT:g}x NCC's. "
              + (f"`pipelines/default.toml` resolves to row `{dflt}`." if dflt else
                 "No row resolves to `pipelines/default.toml`: add one (`--row default=match.plugin=...`)."), ""]
+    pairs = out.get("pairs", {})
+    scored = [p for p in out.get("pair_order", []) if p in pairs and "skipped" not in pairs[p]]
+    skipped = [p for p, d in pairs.items() if "skipped" in d]
     for name in sorted((n for n in out.get("rows", {}) if n not in CLASSICAL), key=lambda n: n != dflt):
         lines += [f"### {name}{' (the default)' if name == dflt else ''}: figures {name} / ncc / cfog", ""]
         results = []
-        scored = [p for p in out.get("pair_order", []) if "skipped" not in out.get("pairs", {}).get(p, {"skipped": 1})]
         for pid in scored:
             by = {n: c for n in out["rows"] if (c := cells.get(f"{pid}|{n}")) and not c.get("stale")}
             results.append(v := verdict(by, name))
@@ -404,7 +406,6 @@ def _render_verdict(out: dict) -> list[str]:
         failed, todo = sum(not v["passes"] for v in done), len(results) - len(done)
         state = (f"fails on {failed} of {len(done)} pairs run" if failed else f"passes on all {len(done)} pairs run"
                  if done else "not run yet") + (f"; {todo} pairs not run yet" if todo and done else "")
-        skipped = [p for p, d in out.get("pairs", {}).items() if "skipped" in d]
         lines += ["", f"{name}: {state}" + (f"; not scored (no exact truth): {', '.join(skipped)}" if skipped else "")
                   + ".", ""]
     runs = sorted({(c["command"], c["when"][:10]) for c in cells.values()})
