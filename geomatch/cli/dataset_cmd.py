@@ -52,13 +52,16 @@ def dataset():
 @click.option("--include", "include", multiple=True,
               help="optical-sar preset: read only this source or scenes whose id starts so (e.g. volkov-s1s2/00); "
                    "repeatable; default: every source found.")
+@click.option("--tile-align", type=int, default=0, show_default=True, metavar="PX",
+              help="optical-sar preset: cut each scene's positives at its ~PX px tiles' own residual shifts (none "
+                   "where a tile has no single shift); 0: the scene's one shift everywhere.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_opt
 @json_opt
 def build(preset, source, pairs, pair_list, out_dir, patch_size, max_points, cell_size, min_contrast, detector,
           hard_fraction, val_fraction, seed, overwrite, as_json, data_dir=None, hard_offset=(2.0, 16.0),
           zoom=(1.0, 1.0), test_fraction=0.15,
-          exclude=("gefolki",), include=()):
+          exclude=("gefolki",), include=(), tile_align=0):
     """Cut 64x64 patch pairs (published format: uint8 (N, 2, P, P) + labels) from co-registered image pairs.
 
     \b
@@ -79,10 +82,10 @@ def build(preset, source, pairs, pair_list, out_dir, patch_size, max_points, cel
             patch_size=patch_size, cell_size=cell_size, min_contrast=min_contrast, detector=detector,
             hard_fraction=hard_fraction, hard_offset=tuple(hard_offset), zoom=tuple(zoom)), seed, max_points,
             val_fraction, test_fraction, overwrite, exclude,
-            include)
+            include, tile_align)
         return _report(manifest, out_dir, as_json)
-    if include:
-        raise InputError("--include goes with --preset optical-sar (it picks scenes under --data-dir)")
+    if include or tile_align:
+        raise InputError("--include and --tile-align go with --preset optical-sar (scenes under --data-dir)")
     if preset and (pairs or pair_list):
         raise InputError("--preset takes its pairs from --source; drop --pair/--pairs")
     if preset and not source:
@@ -102,7 +105,7 @@ def build(preset, source, pairs, pair_list, out_dir, patch_size, max_points, cel
 
 
 def _optical_sar(preset, source, pairs, pair_list, data_dir, out_dir, cfg, seed, max_points, val_fraction,
-                 test_fraction, overwrite, exclude, include) -> dict:
+                 test_fraction, overwrite, exclude, include, tile_align=0) -> dict:
     from geomatch.errors import InputError
     from geomatch.training.presets import build_optical_sar_patches
 
@@ -115,7 +118,7 @@ def _optical_sar(preset, source, pairs, pair_list, data_dir, out_dir, cfg, seed,
     return build_optical_sar_patches(data_dir, out_dir, seed=seed, per_scene=max_points, val_fraction=val_fraction,
                                      test_fraction=test_fraction, sources=tuple(include) or None,
                                      exclude=tuple(exclude), config=cfg,
-                                     overwrite=overwrite, progress=progress_enabled())
+                                     overwrite=overwrite, progress=progress_enabled(), tile_align=tile_align)
 
 
 def _report(manifest: dict, out_dir, as_json: bool) -> None:
@@ -131,4 +134,9 @@ def _report(manifest: dict, out_dir, as_json: bool) -> None:
         click.echo(f"{source:<14} alignment: {a['scenes']} scenes, {a['measured']} measured, {a['confirmed']} "
                    f"confirmed (folder's table or quadrants), {a['shifted']} shifted (median {a['median_shift_px']} "
                    f"px, max {a['max_shift_px']} px), {a['left_out']} left out")
+    tiles = [i["tile_alignment"] for i in preset.get("scene_info", {}).values() if "tile_alignment" in i]
+    if tiles:
+        click.echo(f"tile alignment ({preset['tile_align_px']} px): {sum(t['tiles'] for t in tiles)} tiles of "
+                   f"{len(tiles)} scenes, {sum(t['moved'] for t in tiles)} moved off their scene's shift, "
+                   f"{sum(t['no_single_shift'] for t in tiles)} without a single shift (no pairs cut there)")
     click.echo(f"manifest: {out_dir}/manifest.json")

@@ -133,6 +133,8 @@ def plan_source(src: SourcePair, opt: np.ndarray, sar: np.ndarray, vo: np.ndarra
                 cfg: BuildConfig, rng: np.random.Generator) -> _Plan:
     """Choose the pairs of one source: a positive and a negative per keypoint."""
     valid = _valid_in_optical_frame(src, vo, vs)
+    if src.local_shift is not None:
+        valid &= np.isfinite(src.local_shift[0])
     kp = _detect(opt, valid, cfg)
     xy = np.column_stack([np.asarray(kp.x, float), np.asarray(kp.y, float)])
     # A hard negative's centre must have its whole patch valid too: the detector's own window rule.
@@ -140,6 +142,18 @@ def plan_source(src: SourcePair, opt: np.ndarray, sar: np.ndarray, vo: np.ndarra
     window_ok = ndi.minimum_filter(valid.astype(np.uint8), size=size, mode="constant", cval=0) > 0
     h, w = valid.shape
     half = size // 2
+
+    def fits(q) -> bool:
+        qc, qr = int(q[0] - 0.5), int(q[1] - 0.5)
+        return half <= qr < h - half and half <= qc < w - half and bool(window_ok[qr, qc])
+
+    # Where each keypoint's ground sits in the SAR (the positive's centre; hard negatives are offsets from it).
+    at = xy.copy()
+    if src.local_shift is not None and len(xy):
+        px = (xy - 0.5).astype(int)
+        at += src.local_shift[:, px[:, 1], px[:, 0]].T
+        keep = np.array([fits(q) for q in at], bool)
+        xy, at = xy[keep], at[keep]
     n = len(xy)
     kinds_neg = np.where(rng.random(n) < cfg.hard_fraction, HARD_NEG, RANDOM_NEG)
     zlo, zhi = cfg.zoom
@@ -151,9 +165,8 @@ def plan_source(src: SourcePair, opt: np.ndarray, sar: np.ndarray, vo: np.ndarra
             for _ in range(8):
                 r = rng.uniform(*cfg.hard_offset) * zoom[i]
                 a = rng.uniform(0, 2 * np.pi)
-                q = np.round(xy[i] - 0.5 + r * np.array([np.cos(a), np.sin(a)])) + 0.5
-                qc, qr = int(q[0] - 0.5), int(q[1] - 0.5)
-                if half <= qr < h - half and half <= qc < w - half and window_ok[qr, qc]:
+                q = np.round(at[i] - 0.5 + r * np.array([np.cos(a), np.sin(a)])) + 0.5
+                if fits(q):
                     neg_target[i], placed = q, True
                     break
             if not placed:
@@ -165,11 +178,11 @@ def plan_source(src: SourcePair, opt: np.ndarray, sar: np.ndarray, vo: np.ndarra
                 continue
             neg_target[i] = xy[rng.choice(far)]
     keep = kinds_neg >= 0
-    xy, neg_target, kinds_neg, zoom = xy[keep], neg_target[keep], kinds_neg[keep], zoom[keep]
+    xy, at, neg_target, kinds_neg, zoom = xy[keep], at[keep], neg_target[keep], kinds_neg[keep], zoom[keep]
     m = len(xy)
     return _Plan(
         optical=np.concatenate([xy, xy]),
-        target=np.concatenate([xy, neg_target]),
+        target=np.concatenate([at, neg_target]),
         labels=np.concatenate([np.ones(m, np.uint8), np.zeros(m, np.uint8)]),
         kinds=np.concatenate([np.full(m, POSITIVE, np.int8), kinds_neg.astype(np.int8)]),
         zoom=np.concatenate([zoom, zoom]),

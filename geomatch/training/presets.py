@@ -20,7 +20,7 @@ from geomatch.errors import InputError
 from geomatch.fileio import write_atomic
 from geomatch.training.build import VIS_NIR_TRAIN, BuildConfig, build_dataset
 from geomatch.training.scene_files import DEFAULT_EXCLUDE
-from geomatch.training.scenes import TRUSTED, left_out_reason, load_scene_pairs
+from geomatch.training.scenes import TRUSTED, left_out_reason, load_scene_pairs, tile_shifts
 from geomatch.training.source_pairs import SourcePair, read_affine
 from geomatch.training.splits import split_scenes
 
@@ -63,7 +63,7 @@ def vis_nir_sources(root: str | Path) -> list[SourcePair]:
 def build_optical_sar_patches(data_dir, out_dir, seed: int = 0, per_scene: int = 1000, val_fraction: float = 0.15,
                               test_fraction: float = 0.15, sources: tuple[str, ...] | None = None,
                               exclude: tuple[str, ...] = DEFAULT_EXCLUDE, config=None, overwrite: bool = False,
-                              progress: bool = False, align: bool = True) -> dict:
+                              progress: bool = False, align: bool = True, tile_align: int = 0) -> dict:
     """Cut the scenes of ``data_dir`` into a patch dataset ``geomatch train --dataset OUT_DIR`` reads.
 
     Scenes are split by place (:func:`split_scenes`), then ``geomatch.training.build`` cuts them: up to
@@ -76,6 +76,10 @@ def build_optical_sar_patches(data_dir, out_dir, seed: int = 0, per_scene: int =
     counts per split and source, each scene's radiometry and alignment, a per-source ``alignment`` summary
     and the scenes ``left_out`` (a ``must_align`` source whose shift could not be established). ``sources``
     and ``exclude`` take source names or scene id starts. Returns the manifest.
+
+    ``tile_align`` (px, 0: off): scenes at least twice that on each side get positives cut at their tiles' own
+    residual shifts (:func:`~geomatch.training.scenes.tile_shifts`), none where a tile has no single shift; the
+    manifest's ``scene_info`` records each scene's ``tile_alignment``.
 
     Speckle is not added here: ``geomatch.training.augment`` (``speckle_prob``) adds it during training.
     """
@@ -92,7 +96,7 @@ def build_optical_sar_patches(data_dir, out_dir, seed: int = 0, per_scene: int =
     tags = {"train": "train", "val": "val", "test": f"test:{TEST_NAME}"}
     build_sources = [
         SourcePair(Path(p.info["optical"][0]), Path(p.info["sar"]), split=tags[name], name=p.scene_id,
-                   arrays=(p.optical, p.sar, p.valid, p.valid))
+                   arrays=(p.optical, p.sar, p.valid, p.valid), local_shift=_tile_shifts(p, tile_align))
         for name, ps in split.items() for p in ps
     ]
     manifest = build_dataset(build_sources, out_dir, cfg, layout="dir", overwrite=overwrite, progress=progress)
@@ -116,6 +120,7 @@ def build_optical_sar_patches(data_dir, out_dir, seed: int = 0, per_scene: int =
         "places": {name: sorted({p.place for p in ps}) for name, ps in split.items()},
         "counts": by_source,
         "aligned": align,
+        "tile_align_px": int(tile_align),
         "alignment": alignment_summary(loaded, left_out) if align else {},
         "left_out": left_out,
         "scene_info": {p.scene_id: {"source": p.source, "place": p.place, "shape": list(p.shape),
@@ -123,6 +128,18 @@ def build_optical_sar_patches(data_dir, out_dir, seed: int = 0, per_scene: int =
     }
     write_atomic(Path(out_dir) / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
+
+
+def _tile_shifts(pair, tile: int) -> np.ndarray | None:
+    """The scene's per-tile shift map when ``tile`` is on and the scene spans two tiles a side (recorded in its
+    info), else None."""
+    if tile <= 0 or min(pair.shape) < 2 * tile:
+        return None
+    shifts, record = tile_shifts(pair.optical, pair.valid, pair.sar, pair.valid, tile)
+    pair.info["tile_alignment"] = record
+    log.info("%s: %d of %d tiles without a single shift, %d moved (max %s px)", pair.scene_id,
+             record["no_single_shift"], record["tiles"], record["moved"], record["max_px"])
+    return shifts
 
 
 def alignment_summary(pairs: list, left_out: dict) -> dict:

@@ -33,6 +33,9 @@ class SourcePair:
     # Images already read (optical, sar, optical_valid, sar_valid; float32 [0, 1] on one grid): read_pair
     # returns them instead of reading the files, which then only name the source (the optical-sar preset).
     arrays: tuple | None = None
+    # Per-pixel whole-pixel shifts (2, h, w) in the optical frame, (dx, dy): a positive's SAR patch is cut at its
+    # keypoint + the shift there; NaN where no correspondence is known (no keypoint there). None: no shift.
+    local_shift: np.ndarray | None = None
 
     def __post_init__(self):
         self.optical, self.sar = Path(self.optical), Path(self.sar)

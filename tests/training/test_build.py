@@ -243,3 +243,29 @@ def test_zoom_and_offset_ranges_are_checked():
         BuildConfig(zoom=(2.0, 1.0)).check()
     with pytest.raises(InputError, match="--hard-offset"):
         BuildConfig(hard_offset=(0.0, 4.0)).check()
+
+
+def test_local_shifts_cut_positives_at_their_ground_and_none_where_unknown(tmp_path):
+    from geomatch.training.build import POSITIVE, cut_patches, plan_source
+
+    opt = texture(256, seed=9) / 255.0
+    # The ground under optical p sits at SAR p + (7, -5): out[y, x] = opt[y + 5, x - 7].
+    sar = to_sar(ndi.shift(opt * 255.0, (-5, 7), order=1, mode="nearest"), 9) / 255.0
+    valid = np.ones(opt.shape, bool)
+    shift = np.zeros((2, 256, 256), np.float32)
+    shift[0], shift[1] = 7, -5
+    shift[:, :, 160:] = np.nan  # no correspondence known on the right: no keypoint there
+    src = SourcePair(tmp_path / "o.png", tmp_path / "s.png", arrays=(opt, sar, valid, valid), local_shift=shift)
+    plan = plan_source(src, opt, sar, valid, valid, CFG, np.random.default_rng(0))
+    pos = plan.kinds == POSITIVE
+    assert pos.sum() > 10 and plan.optical[:, 0].max() < 160
+    np.testing.assert_array_equal(plan.target[pos] - plan.optical[pos], np.tile([7, -5], (pos.sum(), 1)))
+    hard = plan.kinds == 2
+    off = np.hypot(*(plan.target[hard] - plan.optical[hard] - [7, -5]).T)  # hard negatives: offsets from the ground
+    assert hard.any() and off.min() >= CFG.hard_offset[0] - 1 and off.max() <= CFG.hard_offset[1] + 1
+    x = cut_patches(src, opt, sar, plan, 64)
+    assert ncc(x[pos, 0], x[pos, 1]).min() > 0.8
+    src.local_shift = None  # the scene's one (zero) shift: the same keypoints' positives do not correspond
+    plain = plan_source(src, opt, sar, valid, valid, CFG, np.random.default_rng(0))
+    x2 = cut_patches(src, opt, sar, plain, 64)
+    assert ncc(x2[plain.kinds == POSITIVE, 0], x2[plain.kinds == POSITIVE, 1]).mean() < 0.5

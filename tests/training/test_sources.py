@@ -393,3 +393,22 @@ def test_real_patches_correspond(data_dir, tmp_path):
         assert x.shape[1:] == (2, 64, 64) and x.dtype == np.uint8
         score = abs_ncc(x)
         assert score[y == 1].mean() > 1.5 * score[y == 0].mean(), split
+
+
+def test_tile_shifts_are_each_tiles_own_in_whole_pixels_and_nan_where_mixed():
+    from geomatch.training.scenes import tile_shifts
+
+    ground, sar_db = _scene(384, 11)
+    optical = ground.astype(np.float32)
+    sar = Stretch.fit(sar_db).apply(sar_db).astype(np.float32)
+    valid = np.ones(optical.shape, bool)
+    moved = ndi.shift(sar, (-2, 3), order=1, mode="nearest")  # align_scene's (3, -2), as above
+    moved[:192, 192:] = ndi.shift(sar, (1, -4), order=1, mode="nearest")[:192, 192:]  # top right: (-4, 1)
+    moved[192:, 192:] = sar[192:, 192:]  # bottom right: no shift ...
+    moved[192:, 288:] = ndi.shift(sar, (0, 6), order=1, mode="nearest")[192:, 288:]  # ... but for its right half
+    shifts, rec = tile_shifts(optical, valid, moved, valid, 192)
+    assert rec["tiles"] == 4 and rec["no_single_shift"] == 1 and rec["moved"] == 3
+    np.testing.assert_array_equal(shifts[:, 100, 100], [3, -2])
+    np.testing.assert_array_equal(shifts[:, 100, 300], [-4, 1])
+    np.testing.assert_array_equal(shifts[:, 300, 100], [3, -2])
+    assert np.isnan(shifts[:, 192:, 192:]).all() and np.isfinite(shifts[:, :192]).all()
