@@ -149,6 +149,8 @@ def auc_table(path):
 if __name__ == "__main__":
     default = str(Path(__file__).with_name("point_quality_probe.json"))
     if sys.argv[1:2] == ["--auc"]:
+        print("AUC of each feature for 'error under 1 px' among the kept points, per validation tile "
+              "(`python point_quality_probe.py --auc > point_quality_probe.md`; 0.5: no better than chance)\n")
         auc_table(sys.argv[2] if len(sys.argv) > 2 else default)
     else:
         main(
