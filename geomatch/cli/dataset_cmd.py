@@ -85,7 +85,8 @@ def build(preset, source, pairs, pair_list, out_dir, patch_size, max_points, cel
             include, tile_align)
         return _report(manifest, out_dir, as_json)
     if include or tile_align:
-        raise InputError("--include and --tile-align go with --preset optical-sar (scenes under --data-dir)")
+        given = "--include" if include else "--tile-align"
+        raise InputError(f"{given} goes with --preset optical-sar (it works on the scenes under --data-dir)")
     if preset and (pairs or pair_list):
         raise InputError("--preset takes its pairs from --source; drop --pair/--pairs")
     if preset and not source:

@@ -212,11 +212,23 @@ def test_cli_include_picks_scenes_and_reports_alignment(folder, tmp_path, runner
     res = runner.invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert "volkov-s1s2    alignment: 2 scenes, 2 measured" in res.output
+    # Per-tile labels: the 256 px scenes (two volkov, one changedet) in 2 x 2 tiles of 128 px each, reported and
+    # recorded per scene; the synthetic scenes hold one shift throughout, so once aligned no tile moves.
+    tiled = [str(tmp_path / "t") if a == str(tmp_path / "o") else a for a in args]
+    res = runner.invoke(cli, [*tiled, "--tile-align", "128"])
+    assert res.exit_code == 0, res.output
+    assert "tile alignment (128 px): 12 tiles of 3 scenes, 0 moved off their scene's shift, 0 without" in res.output
+    manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())["preset"]
+    assert manifest["tile_align_px"] == 128
+    assert manifest["scene_info"]["volkov-s1s2/000"]["tile_alignment"]["tiles"] == 4
     res = runner.invoke(cli, [*args[:-4], "--include", "3mos/nope", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "3mos/nope" in res.output and "matches no scene" in res.output
     res = runner.invoke(cli, ["dataset", "build", "--pair", "a.png", "b.png", "--include", "3mos",
                               "--out", str(tmp_path / "y")])
     assert res.exit_code == 2 and "--include goes with --preset optical-sar" in res.output
+    res = runner.invoke(cli, ["dataset", "build", "--pair", "a.png", "b.png", "--tile-align", "256",
+                              "--out", str(tmp_path / "z")])
+    assert res.exit_code == 2 and "--tile-align goes with --preset optical-sar" in res.output
 
 
 @pytest.mark.realdata
