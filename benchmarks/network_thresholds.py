@@ -63,6 +63,19 @@ def validation_pairs(with_3mos: int):
     return out
 
 
+def built_pairs(with_3mos: int = 0):
+    """(scene id, optical, sar, errors, extra config) of each validation pair of :func:`validation_pairs`, built
+    in a temporary folder that lasts until the next pair; a pair that cannot be built is reported and skipped."""
+    for sid, build in validation_pairs(with_3mos):
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                optical, sar, errors, extra = build(Path(tmp))
+            except Exception as exc:  # a tile without an established shift has no truth: say so, go on
+                print(json.dumps({"pair": sid, "skipped": str(exc)}), flush=True)
+                continue
+            yield sid, optical, sar, errors, extra
+
+
 def network_rows(weights: str) -> dict:
     net = {"match.plugin": "rrlnet", "match.weights": weights}
     return {"rrlnet": {**net, "match.mode": "search"},
@@ -73,29 +86,23 @@ def network_rows(weights: str) -> dict:
 def collect(weights: str, with_3mos: int = 0, names=("rrlnet", "cascade"), extra=None) -> list[dict]:
     rows = {**{k: v for k, v in network_rows(weights).items() if k in names}, **(extra or {})}
     out = []
-    for sid, build in validation_pairs(with_3mos):
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                optical, sar, errors, extra = build(Path(tmp))
-            except Exception as exc:  # a tile without an established shift has no truth: say so, go on
-                print(json.dumps({"pair": sid, "skipped": str(exc)}), flush=True)
-                continue
-            for name in ("ncc", "cfog"):
-                cfg, res, evals = _run(optical, sar, {**extra, "match.plugin": name})
-                floor = thresholds.resolve_min_score(cfg.filter.min_score, cfg.match)
-                ceiling = thresholds.resolve_max_ratio(cfg.filter.max_ratio, cfg.match)
-                out.append({"pair": sid, "row": name, "match_s": res.summary["timings_s"]["match"],
-                            "evals": evals, "auto": _filtered(res.gdf, cfg, floor, errors, max_ratio=ceiling)})
-                print(json.dumps({k: v for k, v in out[-1].items()}), flush=True)
-            for name, sets in rows.items():
-                cfg, res, evals = _run(optical, sar, {**extra, **sets, "filter.min_score": -1.0,
-                                                      "filter.max_ratio": 1.0})
-                grid = [{**_filtered(res.gdf, cfg, f, errors, max_ratio=c), "max_ratio": c}
-                        for f, c in product(FLOORS, CEILINGS)]
-                out.append({"pair": sid, "row": name, "match_s": res.summary["timings_s"]["match"], "evals": evals,
-                            "grid": grid})
-                print(json.dumps({"pair": sid, "row": name, "match_s": out[-1]["match_s"], "evals": evals}),
-                      flush=True)
+    for sid, optical, sar, errors, extra in built_pairs(with_3mos):
+        for name in ("ncc", "cfog"):
+            cfg, res, evals = _run(optical, sar, {**extra, "match.plugin": name})
+            floor = thresholds.resolve_min_score(cfg.filter.min_score, cfg.match)
+            ceiling = thresholds.resolve_max_ratio(cfg.filter.max_ratio, cfg.match)
+            out.append({"pair": sid, "row": name, "match_s": res.summary["timings_s"]["match"],
+                        "evals": evals, "auto": _filtered(res.gdf, cfg, floor, errors, max_ratio=ceiling)})
+            print(json.dumps({k: v for k, v in out[-1].items()}), flush=True)
+        for name, sets in rows.items():
+            cfg, res, evals = _run(optical, sar, {**extra, **sets, "filter.min_score": -1.0,
+                                                  "filter.max_ratio": 1.0})
+            grid = [{**_filtered(res.gdf, cfg, f, errors, max_ratio=c), "max_ratio": c}
+                    for f, c in product(FLOORS, CEILINGS)]
+            out.append({"pair": sid, "row": name, "match_s": res.summary["timings_s"]["match"], "evals": evals,
+                        "grid": grid})
+            print(json.dumps({"pair": sid, "row": name, "match_s": out[-1]["match_s"], "evals": evals}),
+                  flush=True)
     return out
 
 

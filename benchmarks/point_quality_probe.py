@@ -12,7 +12,6 @@ each feature for "error under 1 px" among the points the filters keep. An invest
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -77,26 +76,19 @@ def _one(errors, row):
     return float(e[0]) if len(e) else np.nan
 
 
-def main(with_3mos, sets, out_path, pairs_fn=None):
+def main(with_3mos, sets, out_path):
     out = {}
-    pairs = pairs_fn() if pairs_fn else nt.validation_pairs(with_3mos)
-    for sid, build in pairs:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                optical, sar, errors, extra = build(Path(tmp))
-            except Exception as exc:
-                print("skip", sid, str(exc)[:80], flush=True)
-                continue
-            cfg = config.load(
-                "default", {"write.plot": False, **extra, "filter.min_score": -1.0, "filter.max_ratio": 1.0, **sets}
-            )
-            res = run_mod.run_pipeline(str(optical), str(sar), cfg)
-            g = res.gdf
-            # errors() may drop points off scored ground: compute per point via single-row calls
-            err = np.array([_one(errors, g.iloc[[i]].reset_index(drop=True)) for i in range(len(g))])
-            cols = ["score", "ratio", "outlier", "response"] + [c for c in g.columns if c.startswith("f_")]
-            out[sid] = {"err": err.tolist(), **{c: g[c].astype(float).tolist() for c in cols}}
-            print(sid, len(g), int((g["outlier"] == 0).sum()), flush=True)
+    for sid, optical, sar, errors, extra in nt.built_pairs(with_3mos):
+        cfg = config.load(
+            "default", {"write.plot": False, **extra, "filter.min_score": -1.0, "filter.max_ratio": 1.0, **sets}
+        )
+        res = run_mod.run_pipeline(str(optical), str(sar), cfg)
+        g = res.gdf
+        # errors() may drop points off scored ground: compute per point via single-row calls
+        err = np.array([_one(errors, g.iloc[[i]].reset_index(drop=True)) for i in range(len(g))])
+        cols = ["score", "ratio", "outlier", "response"] + [c for c in g.columns if c.startswith("f_")]
+        out[sid] = {"err": err.tolist(), **{c: g[c].astype(float).tolist() for c in cols}}
+        print(sid, len(g), int((g["outlier"] == 0).sum()), flush=True)
     Path(out_path).write_text(json.dumps(out))
 
 
@@ -149,8 +141,10 @@ def auc_table(path):
 if __name__ == "__main__":
     default = str(Path(__file__).with_name("point_quality_probe.json"))
     if sys.argv[1:2] == ["--auc"]:
-        print("AUC of each feature for 'error under 1 px' among the kept points, per validation tile "
-              "(`python point_quality_probe.py --auc > point_quality_probe.md`; 0.5: no better than chance)\n")
+        print(
+            "AUC of each feature for 'error under 1 px' among the kept points, per validation tile "
+            "(`python point_quality_probe.py --auc > point_quality_probe.md`; 0.5: no better than chance)\n"
+        )
         auc_table(sys.argv[2] if len(sys.argv) > 2 else default)
     else:
         main(

@@ -12,14 +12,13 @@ An investigation, not a pipeline option: no variant was adopted (README, "The is
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import network_thresholds as nt
-from cascade import run_mod
+from cascade import CROP, WARP, _affine, run_mod
 from numpy.lib.stride_tricks import sliding_window_view
 
 from geomatch import config
@@ -28,39 +27,14 @@ from geomatch.pipeline import search
 
 _orig = search._finish
 
-_YY5, _XX5 = np.mgrid[-2:3, -2:3]
-Q5 = np.linalg.pinv(
-    np.column_stack(
-        [np.ones(25), _XX5.ravel(), _YY5.ravel(), _XX5.ravel() ** 2, (_XX5 * _YY5).ravel(), _YY5.ravel() ** 2]
-    )
-)
 
-
-def quadfit(nb, Q, r):
+def quadfit(nb, clip):
+    """Peak offsets of least-squares quadratics over (N, K, K) neighbourhoods (zero where not a maximum or not
+    all scored), clipped to +-clip."""
     n = len(nb)
-    out = np.zeros((n, 2))
-    ok = np.all(np.isfinite(nb.reshape(n, -1)), 1)
-    coef = np.nan_to_num(nb.reshape(n, -1)) @ Q.T
-    _, b, c, d, e, f = coef.T
-    det = 4 * d * f - e * e
-    good = ok & (d < 0) & (det > 0)
-    with np.errstate(all="ignore"):
-        dx = (e * c - 2 * f * b) / det
-        dy = (e * b - 2 * d * c) / det
-    out[good, 0] = dx[good]
-    out[good, 1] = dy[good]
-    return np.clip(out, -r, r), good
-
-
-def nbh(table, by, bx, r):
-    n, g, _ = table.shape
-    out = np.full((n, 2 * r + 1, 2 * r + 1), np.nan)
-    for oy in range(2 * r + 1):
-        for ox in range(2 * r + 1):
-            yy, xx = by + oy - r, bx + ox - r
-            ins = (yy >= 0) & (yy < g) & (xx >= 0) & (xx < g)
-            out[ins, oy, ox] = table[np.nonzero(ins)[0], yy[ins], xx[ins]]
-    return out
+    dxy, ok = st.quadratic_peak(np.nan_to_num(nb.reshape(n, -1)) @ st.quadratic_pinv(nb.shape[1] // 2).T)
+    ok &= np.all(np.isfinite(nb.reshape(n, -1)), 1)
+    return np.clip(np.where(ok[:, None], dxy, 0.0), -clip, clip)
 
 
 def gauss1d(nb):
@@ -98,23 +72,21 @@ def finish(w, table, n_evals, ratio_of, response, fit=None):
     by, bx = np.unravel_index(st.best_in_disk(table, w.in_disk), (g, g))
     f = table if fit is None else fit
     alts = {}
-    nb3 = nbh(f, by, bx, 1)
+    nb3 = st.neighbourhoods(f, by, bx)
     alts["cfog3"] = st.subpixel(nb3)
-    alts["cfog5"], _ = quadfit(nbh(f, by, bx, 2), Q5, 1.0)
+    alts["cfog5"] = quadfit(st.neighbourhoods(f, by, bx, radius=2), 1.0)
     alts["cfoggauss"] = gauss1d(nb3)
     nn = ncc_table(w, by, bx, 1)
     alts["ncc3"] = st.subpixel(nn)
     alts["avg"] = 0.5 * (alts["cfog3"] + alts["ncc3"])
     alts["int"] = np.zeros((n, 2))
-    rec = {"ref": w.xy[has]}
+    rec = {}
     for k, fr in alts.items():
         offs = np.column_stack([bx - w.m + fr[:, 0], by - w.m + fr[:, 1]])
         rec[k] = (w.p0 + offs @ w.grid.T)[has]
-
     for k in alts:
         df[f"d_{k}_x"] = rec[k][:, 0] - rec["cfog3"][:, 0]
         df[f"d_{k}_y"] = rec[k][:, 1] - rec["cfog3"][:, 1]
-    df["ncc_peak_ok"] = (np.nanargmax(np.nan_to_num(nn, nan=-9).reshape(n, -1), 1) == 4)[has]
     return df
 
 
@@ -124,40 +96,32 @@ search._finish = finish
 def main(with_3mos=12, sets=None):
     sets = sets or {}
     allres = {}
-    for sid, build in nt.validation_pairs(with_3mos):
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                optical, sar, errors, extra = build(Path(tmp))
-            except Exception as exc:
-                print("skip", sid, exc)
-                continue
-            cfg = config.load("default", {"write.plot": False, **extra, **sets})
-            res = run_mod.run_pipeline(str(optical), str(sar), cfg)
-            kept = res.gdf[res.gdf["outlier"] == 0].copy()
-            base = errors(kept)
-            out = {"kept": len(kept)}
-            for k in ("cfog3", "cfog5", "cfoggauss", "ncc3", "avg", "int"):
-                alt = kept.copy()
-                alt["tgt_col"] = kept["tgt_col"] + kept[f"d_{k}_x"]
-                alt["tgt_row"] = kept["tgt_row"] + kept[f"d_{k}_y"]
-                e = np.asarray(errors(alt))
-                out[k] = [round(float(np.median(e)), 3), int((e < 1).sum())] if len(e) else None
-            from cascade import CROP, WARP, _affine
-
-            if sid.startswith("volkov"):
-                a = _affine(WARP[0], WARP[1], WARP[2], (CROP / 2, CROP / 2))
-                t = a @ np.stack([kept["ref_col"], kept["ref_row"], np.ones(len(kept))])
-                for k in ("cfog3", "ncc3"):
-                    ex = kept["tgt_col"] + kept[f"d_{k}_x"] - t[0]
-                    ey = kept["tgt_row"] + kept[f"d_{k}_y"] - t[1]
-                    out["bias_" + k] = [
-                        round(float(np.median(ex)), 2),
-                        round(float(np.median(ey)), 2),
-                        round(float(np.median(np.hypot(ex - np.median(ex), ey - np.median(ey)))), 2),
-                    ]
-            out["base"] = [round(float(np.median(base)), 3), int((np.asarray(base) < 1).sum())] if len(base) else None
-            allres[sid] = out
-            print(sid, json.dumps(out), flush=True)
+    for sid, optical, sar, errors, extra in nt.built_pairs(with_3mos):
+        cfg = config.load("default", {"write.plot": False, **extra, **sets})
+        res = run_mod.run_pipeline(str(optical), str(sar), cfg)
+        kept = res.gdf[res.gdf["outlier"] == 0].copy()
+        base = errors(kept)
+        out = {"kept": len(kept)}
+        for k in ("cfog3", "cfog5", "cfoggauss", "ncc3", "avg", "int"):
+            alt = kept.copy()
+            alt["tgt_col"] = kept["tgt_col"] + kept[f"d_{k}_x"]
+            alt["tgt_row"] = kept["tgt_row"] + kept[f"d_{k}_y"]
+            e = np.asarray(errors(alt))
+            out[k] = [round(float(np.median(e)), 3), int((e < 1).sum())] if len(e) else None
+        if sid.startswith("volkov"):
+            a = _affine(WARP[0], WARP[1], WARP[2], (CROP / 2, CROP / 2))
+            t = a @ np.stack([kept["ref_col"], kept["ref_row"], np.ones(len(kept))])
+            for k in ("cfog3", "ncc3"):
+                ex = kept["tgt_col"] + kept[f"d_{k}_x"] - t[0]
+                ey = kept["tgt_row"] + kept[f"d_{k}_y"] - t[1]
+                out["bias_" + k] = [
+                    round(float(np.median(ex)), 2),
+                    round(float(np.median(ey)), 2),
+                    round(float(np.median(np.hypot(ex - np.median(ex), ey - np.median(ey)))), 2),
+                ]
+        out["base"] = [round(float(np.median(base)), 3), int((np.asarray(base) < 1).sum())] if len(base) else None
+        allres[sid] = out
+        print(sid, json.dumps(out), flush=True)
     return allres
 
 

@@ -25,10 +25,15 @@ from scipy import ndimage as ndi
 from geomatch.pipeline.cfog_features import box_sums
 from geomatch.pipeline.patches import sample_patches, sample_zoomed
 
-# Least-squares fit of f = a + b x + c y + d x^2 + e x y + f y^2 over the 3x3 neighbourhood.
-_YY, _XX = np.mgrid[-1:2, -1:2]
-_QUAD = np.linalg.pinv(np.column_stack([np.ones(9), _XX.ravel(), _YY.ravel(), _XX.ravel() ** 2,
-                                        (_XX * _YY).ravel(), _YY.ravel() ** 2]))
+
+def quadratic_pinv(radius: int = 1) -> np.ndarray:
+    """(6, K) least-squares fit of f = a + b x + c y + d x^2 + e x y + f y^2 over a (2 r + 1)^2 neighbourhood."""
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    x, y = xx.ravel(), yy.ravel()
+    return np.linalg.pinv(np.column_stack([np.ones(x.size), x, y, x**2, x * y, y**2]))
+
+
+_QUAD = quadratic_pinv(1)
 
 
 @dataclass
@@ -185,13 +190,14 @@ def best_in_disk(scores: np.ndarray, in_disk: np.ndarray) -> np.ndarray:
     return masked.argmax(1)
 
 
-def neighbourhoods(table: np.ndarray, by: np.ndarray, bx: np.ndarray) -> np.ndarray:
-    """(N, 3, 3) scores around (by, bx); NaN off the table."""
+def neighbourhoods(table: np.ndarray, by: np.ndarray, bx: np.ndarray, radius: int = 1) -> np.ndarray:
+    """(N, 2 r + 1, 2 r + 1) scores around (by, bx); NaN off the table."""
     n, g, _ = table.shape
-    nbh = np.full((n, 3, 3), np.nan)
-    for oy in range(3):
-        for ox in range(3):
-            yy, xx = by + oy - 1, bx + ox - 1
+    k = 2 * radius + 1
+    nbh = np.full((n, k, k), np.nan)
+    for oy in range(k):
+        for ox in range(k):
+            yy, xx = by + oy - radius, bx + ox - radius
             inside = (yy >= 0) & (yy < g) & (xx >= 0) & (xx < g)
             nbh[inside, oy, ox] = table[np.nonzero(inside)[0], yy[inside], xx[inside]]
     return nbh
@@ -203,16 +209,9 @@ def subpixel(nb: np.ndarray) -> np.ndarray:
     out = np.zeros((n, 2))
     full = np.all(np.isfinite(nb.reshape(n, 9)), axis=1)
     if full.any():
-        coef = nb[full].reshape(-1, 9) @ _QUAD.T
-        _, b, c, d, e, f = coef.T
-        det = 4 * d * f - e * e
-        ok = (d < 0) & (det > 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dx = (e * c - 2 * f * b) / det
-            dy = (e * b - 2 * d * c) / det
+        dxy, ok = quadratic_peak(nb[full].reshape(-1, 9) @ _QUAD.T)
         sel = np.nonzero(full)[0]
-        out[sel[ok], 0] = dx[ok]
-        out[sel[ok], 1] = dy[ok]
+        out[sel[ok]] = dxy[ok]
         rest = sel[~ok]
     else:
         rest = np.empty(0, int)
@@ -224,6 +223,15 @@ def subpixel(nb: np.ndarray) -> np.ndarray:
             off = np.where(np.isfinite(den) & (den < 0), 0.5 * (sm - sp) / den, 0.0)
         out[rest, axis] = off
     return np.clip(np.nan_to_num(out), -0.5, 0.5)
+
+
+def quadratic_peak(coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) stationary points (dx, dy) of fitted quadratics ``coef`` (N, 6), and whether each is a maximum."""
+    _, b, c, d, e, f = coef.T
+    det = 4 * d * f - e * e
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dxy = np.column_stack([(e * c - 2 * f * b) / det, (e * b - 2 * d * c) / det])
+    return dxy, (d < 0) & (det > 0)
 
 
 def local_maxima(table: np.ndarray, step: int = 1, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
