@@ -34,7 +34,6 @@ import numpy as np
 import rasterio
 from cascade_ratios import ratios, render_ratios  # the script's own folder is on sys.path
 from rasterio.transform import from_origin
-from scipy import ndimage as ndi
 
 from geomatch import config
 from geomatch.pipeline import run as run_mod
@@ -107,44 +106,13 @@ def _affine(rot_deg, scale, shift, centre) -> np.ndarray:
 
 
 def validation_pair(scene_id: str, tmp: Path):
-    """(optical.tif, sar.tif, errors, record): the scene's centre crop, aligned, the SAR warped by WARP."""
-    from PIL import Image
+    """(optical.tif, sar.tif, errors, record): the scene's centre crop, aligned, the SAR warped by WARP
+    (matcher_tables' recipe for a volkov-s1s2 pair: its crop truth, no smooth field)."""
+    from matcher_tables import build_pair  # it imports this module: not at the top
 
-    from geomatch.training.scene_files import find_scenes
-    from geomatch.training.scenes import align_scene, load_scene
-
-    files = next(f for f in find_scenes(DATA, (scene_id,)) if f.scene_id == scene_id)
-    scene = load_scene(files, align=False)
-    _, _, rec = align_scene(scene.optical, scene.valid, scene.sar, scene.valid, reference=files.reference_shift,
-                            confirm=True)
-    if rec["status"] not in ("measured", "confirmed"):
-        raise SystemExit(f"{scene_id}: residual shift not trusted ({rec}); pick another validation pair")
-    from matcher_tables import crop_shift  # it imports this module: not at the top
-
-    opt = np.asarray(Image.open(files.optical[0]).convert("RGB"))
-    sar = np.asarray(Image.open(files.sar), np.float32)
-    sar = sar[..., 0] if sar.ndim == 3 else sar
-    h, w = sar.shape
-    o = ((h - CROP) // 2, (w - CROP) // 2)
-    s, rec = crop_shift(scene_id, scene, o, CROP, rec)  # optical p sits at SAR p + s (align_scene's convention)
-    a = _affine(WARP[0], WARP[1], WARP[2], (CROP / 2, CROP / 2))
-    inv = np.linalg.inv(a)
-    rows, cols = np.mgrid[0:CROP, 0:CROP]
-    q = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5, np.ones(rows.size)])
-    p = inv @ q  # the optical crop position each output SAR pixel shows
-    src = np.stack([p[1] + o[0] + s[1] - 0.5, p[0] + o[1] + s[0] - 0.5])
-    out = ndi.map_coordinates(sar, src, order=3, mode="constant", cval=np.nan).reshape(CROP, CROP)
-    inside = (src[0] >= 0) & (src[0] <= h - 1) & (src[1] >= 0) & (src[1] <= w - 1)
-    out = np.where(inside.reshape(CROP, CROP), np.clip(out, 0, 255), np.nan).astype(np.float32)
-    optical = _write_tif(tmp / "optical.tif", np.moveaxis(opt[o[0]:o[0] + CROP, o[1]:o[1] + CROP], 2, 0).copy())
-    sar_tif = _write_tif(tmp / "sar.tif", out)
-
-    def errors(kept):
-        t = a @ np.stack([kept["ref_col"], kept["ref_row"], np.ones(len(kept))])
-        return np.hypot(kept["tgt_col"] - t[0], kept["tgt_row"] - t[1])
-
-    return optical, sar_tif, errors, {k: rec[k] for k in ("measured_shift_px", "reference_shift_px", "status",
-                                                          "crop_shift_px") if k in rec}
+    pair = {"id": scene_id, "group": "volkov-s1s2", "crop": CROP, "field_px": 0.0, "seed": 0}
+    optical, sar, errors, record, _ = build_pair(pair, tmp)  # InputError: the pair has no truth (say which)
+    return optical, sar, errors, record
 
 
 def validation() -> dict:
