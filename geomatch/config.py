@@ -95,6 +95,9 @@ class MatchConfig:
     cascade_weight: float = 0.25
     # peak: network on the top_k peak centres, fit on the proposer; block: their 3x3 too, fit on the mix
     cascade_verify: str = "peak"
+    # Positions re-found by the proposer with a refine_patch x refine_patch template within 2 px of each match
+    # (geomatch.pipeline.refine); 0: the search's own positions
+    refine_patch: int = 0
     # Scale-aware patches (geomatch.pipeline.gsd): "auto" samples patches at the weights' training GSD when the
     # input's lies outside their range; "native" never resamples; a number: that GSD in metres.
     patch_gsd: float | str = "auto"
@@ -182,6 +185,7 @@ RANGES: dict[tuple[str, str], tuple[float | None, float | None, bool]] = {
     ("match", "batch_size"): (1, None, False),
     ("match", "top_k"): (1, None, False),
     ("match", "cascade_weight"): (0, 1, False),
+    ("match", "refine_patch"): _NON_NEGATIVE,
     ("match", "patch_gsd"): _POSITIVE,
     ("filter", "min_score"): (-1, 1, False),
     ("filter", "max_ratio"): (0, 1, True),

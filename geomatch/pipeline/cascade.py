@@ -32,7 +32,7 @@ import numpy as np
 
 from geomatch import registry
 from geomatch.errors import ConfigError
-from geomatch.pipeline.score_table import Evaluator, Windows, best_in_disk, feature_crops, local_maxima, ratio
+from geomatch.pipeline.score_table import Evaluator, FeatureViews, Windows, best_in_disk, local_maxima, ratio
 
 CLIMB_EVALS = 5  # most new neighbours one step off a 3x3 block's centre can need
 
@@ -59,9 +59,10 @@ _BUILT: dict[tuple, object] = {}
 _LOCK = threading.Lock()
 
 
-def surface(optical, opt_valid, sar, sar_valid, w: Windows, dense) -> np.ndarray:
-    """The dense matcher's (N, G, G) table, NaN where the crop leaves the valid SAR."""
-    opt_f, sar_f = feature_crops(optical, opt_valid, sar, sar_valid, w, dense.features, dense.dense_context)
+def surface(w: Windows, dense, views: FeatureViews) -> np.ndarray:
+    """The dense matcher's (N, G, G) table from its feature ``views``, NaN where the crop leaves the valid SAR."""
+    xy = w.xy / w.zoom
+    opt_f, sar_f = views.crops(xy, w.opt.shape[-1], xy + w.shift, w.sar.shape[-1])
     s = np.asarray(dense.correlate(opt_f, sar_f), np.float64)
     return np.where(w.cand_valid, s, np.nan)
 

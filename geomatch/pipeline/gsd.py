@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from geomatch.errors import InputError
-from geomatch.pipeline import cascade
-from geomatch.pipeline.score_table import peak_positions, sample_windows
+from geomatch.pipeline.refine import refine_positions
 
 REFINE_ABOVE = 1.5  # zoom above which found positions are refined at full resolution
 
@@ -60,18 +58,5 @@ def refine_native(optical, sar, opt_valid, sar_valid, df: pd.DataFrame, affine, 
                   cfg) -> pd.DataFrame:
     """``df`` (rows of :func:`geomatch.pipeline.search.match_points`) with each position re-found by the dense
     proposer at full resolution around it; rows whose native window leaves the valid SAR keep theirs."""
-    dense = cascade.dense_matcher(cfg.proposer, {}, role="[match] proposer")
-    xy = df[["ref_x", "ref_y"]].to_numpy(np.float64)
-    found = df[["tgt_x", "tgt_y"]].to_numpy(np.float64)
-    w = sample_windows(optical, sar, opt_valid, sar_valid, xy, affine, patch_size, refine_radius(zoom), 1.0,
-                       p0=found)
-    if w is None:
-        return df
-    has, _, _, tgt = peak_positions(w, cascade.surface(optical, opt_valid, sar, sar_valid, w, dense))
-    rows, tgt = w.idx[has], tgt[has]
-    pred = found[rows] - df[["init_dx", "init_dy"]].to_numpy(np.float64)[rows]  # A p
-    out = df.copy()
-    cols = [out.columns.get_loc(c) for c in ("tgt_x", "tgt_y", "init_dx", "init_dy")]
-    out.iloc[rows, cols] = np.column_stack([tgt, tgt - pred])
-    out.iloc[rows, out.columns.get_loc("refined")] = True
-    return out
+    return refine_positions(optical, sar, opt_valid, sar_valid, df, affine, patch_size, refine_radius(zoom),
+                            cfg.proposer)

@@ -202,7 +202,8 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
     t = time.perf_counter()
     max_scale = max(cfg.coarse.scale_range) if cfg.coarse.scale_range else 1.0
     reach = footprint(scorer.patch_size, zoom)  # optical pixels a patch spans
-    halo = halo_for(reach, max_scale, cfg.detect.cell_size)
+    # A refinement template larger than the patch needs its context inside the tile read (not a wider border).
+    halo = halo_for(max(reach, int(cfg.match.refine_patch)), max_scale, cfg.detect.cell_size)
     tiles = plan_tiles(pair.overlap, cfg.tiles.size, halo)
     # Two passes: every tile's candidates first (small tables), then the scene's budget decides what is matched.
     found = _compute([dask.delayed(budget.detect_tile, pure=False)(pair, tile, cfg.detect, reach,

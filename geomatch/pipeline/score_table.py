@@ -64,10 +64,11 @@ class Windows:
 
 
 def sample_windows(optical, sar, opt_valid, sar_valid, xy, initial_affine, p: int, radius: float,
-                   zoom: float = 1.0, p0=None) -> Windows | None:
+                   zoom: float = 1.0, p0=None, pixels: bool = True) -> Windows | None:
     """Cut every keypoint's patch and search window (through ``zoom`` times A's linear part); None when none is
     usable. ``radius`` is in optical pixels; ``p0`` (N, 2) centres the windows elsewhere than at A p (the
-    native refinement around found positions)."""
+    refinements around found positions); ``pixels=False`` leaves ``opt`` and ``sar`` as zeros of their shapes
+    (a dense matcher reads its features from the images, :func:`feature_crops`, never these)."""
     n = len(xy)
     z = float(zoom)
     r = max(min(radius, 2.0), radius / z)  # patch pixels; at z = 1 exactly the radius
@@ -91,35 +92,68 @@ def sample_windows(optical, sar, opt_valid, sar_valid, xy, initial_affine, p: in
     xy, p0, cand_valid, shift = xy[idx], p0[idx], cand_valid[idx], shift[idx]
     d = np.arange(-m, m + 1)
     dy, dx = np.meshgrid(d, d, indexing="ij")
-    return Windows(idx, xy, p0, lin, m, dx**2 + dy**2 <= r**2 + 1e-9, cand_valid,
-                   sample_zoomed(np.asarray(optical, np.float32), xy, p, z),
-                   sample_zoomed(np.asarray(sar, np.float32), p0, win, z, lin), a, z, shift)
+    if pixels:
+        opt, sar_w = (sample_zoomed(np.asarray(optical, np.float32), xy, p, z),
+                      sample_zoomed(np.asarray(sar, np.float32), p0, win, z, lin))
+    else:
+        opt, sar_w = (np.broadcast_to(np.float32(0), (len(idx), s, s)) for s in (p, win))
+    return Windows(idx, xy, p0, lin, m, dx**2 + dy**2 <= r**2 + 1e-9, cand_valid, opt, sar_w, a, z, shift)
 
 
-def feature_crops(optical, opt_valid, sar, sar_valid, w: Windows, features, margin: int):
-    """Feature patches (N, C, P, P) and feature windows (N, C, W, W) of the keypoints, from ``features(image,
-    valid) -> (C, H, W)`` computed once per image instead of once per overlapping window.
+@dataclass
+class FeatureViews:
+    """A dense matcher's feature channels, computed once per tile: the optical ones (the whole tile at zoom 1,
+    else a view on the patch grid) and the SAR ones on one view resampled through A around the keypoints;
+    positions are patch-grid coordinates (optical x / z), ``*_lo`` each view's origin in them."""
+
+    opt: np.ndarray  # (C, H, W)
+    opt_ok: np.ndarray  # (H, W) bool
+    opt_lo: np.ndarray  # (2,)
+    sar: np.ndarray  # (C, h, w)
+    sar_ok: np.ndarray  # (h, w) bool
+    sar_lo: np.ndarray  # (2,)
+
+    def crops(self, at_opt, p: int, at_sar, win: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C, p, p) optical crops at ``at_opt`` and (N, C, win, win) SAR crops at ``at_sar`` (centres)."""
+        return (np.stack([sample_patches(ch, at_opt - self.opt_lo, p) for ch in self.opt], 1),
+                np.stack([sample_patches(ch, at_sar - self.sar_lo, win) for ch in self.sar], 1))
+
+    def inside(self, at_opt, p: int, at_sar, win: int) -> np.ndarray:
+        """(N,) whether both crops lie wholly on valid pixels of their views."""
+        def all_ok(ok, at, lo, size):
+            return sample_patches(ok.astype(np.float32), at - lo, size).reshape(len(at), -1).min(1) > 0.5
+        return all_ok(self.opt_ok, at_opt, self.opt_lo, p) & all_ok(self.sar_ok, at_sar, self.sar_lo, win)
+
+
+def feature_views(optical, opt_valid, sar, sar_valid, w: Windows, features, margin: int,
+                  reach: int = 0) -> FeatureViews:
+    """The :class:`FeatureViews` for the keypoints of ``w``, from ``features(image, valid) -> (C, H, W)``
+    computed once per image instead of once per overlapping window.
 
     The SAR is first resampled onto the optical grid around the keypoints through A (one interpolation, the
     samples the per-keypoint windows would take), so on pixel-centre keypoints every crop is a plain copy.
-    ``margin`` pixels more all round keep the features' own edge effects off the windows. At a zoom z the
-    views are on the patch grid (optical x is view x / z) and the optical image gets one too.
+    The SAR view reaches ``max(window / 2, reach)`` pixels around each window centre (``reach``: a larger crop
+    to come, the refinement's), plus ``margin`` so the features' own edge effects stay off the crops. At a zoom
+    z the views are on the patch grid (optical x is view x / z) and the optical image gets one too.
     """
-    p = w.opt.shape[-1]
     win = w.sar.shape[-1]
     z = w.zoom
     xy = w.xy / z
     if z == 1:  # features of the whole tile, as they always were: the channels normalise per image
-        fo = features(np.asarray(optical, np.float32), np.asarray(opt_valid, bool))
-        opt_f = np.stack([sample_patches(ch, xy, p) for ch in fo], 1)
+        ok = np.asarray(opt_valid, bool)
+        fo, olo = features(np.asarray(optical, np.float32), ok), np.zeros(2)
     else:
         eye = np.hstack([np.eye(2), np.zeros((2, 1))])
-        view, view_ok, lo = _view(optical, opt_valid, xy, eye, z, win // 2 + margin)
-        opt_f = np.stack([sample_patches(ch, xy - lo, p) for ch in features(view, view_ok)], 1)
-    at_sar = xy + w.shift
-    view, view_ok, lo = _view(sar, sar_valid, at_sar, w.affine, z, win // 2 + margin)
-    sar_f = np.stack([sample_patches(ch, at_sar - lo, win) for ch in features(view, view_ok)], 1)
-    return opt_f, sar_f
+        view, ok, olo = _view(optical, opt_valid, xy, eye, z, max(win // 2, reach) + margin)
+        fo = features(view, ok)
+    view, view_ok, lo = _view(sar, sar_valid, xy + w.shift, w.affine, z, max(win // 2, reach) + margin)
+    return FeatureViews(fo, ok, olo, features(view, view_ok), view_ok, lo)
+
+
+def feature_crops(optical, opt_valid, sar, sar_valid, w: Windows, features, margin: int):
+    """Feature patches (N, C, P, P) and feature windows (N, C, W, W) of the keypoints (:func:`feature_views`)."""
+    views = feature_views(optical, opt_valid, sar, sar_valid, w, features, margin)
+    return views.crops(w.xy / w.zoom, w.opt.shape[-1], w.xy / w.zoom + w.shift, w.sar.shape[-1])
 
 
 def _view(image, valid, pos, affine, z: float, reach: int):

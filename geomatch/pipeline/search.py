@@ -20,7 +20,8 @@ alone, the offsets of its surface; in a cascade, the network's scores only, the 
 
 ``zoom`` (scale-aware patches, :mod:`geomatch.pipeline.gsd`): the table's offsets are in patch pixels of
 ``zoom`` optical pixels; above ``gsd.REFINE_ABOVE`` the positions found are refined at full resolution
-(``refined`` column), the score and ratio staying the matcher's.
+(``refined`` column), the score and ratio staying the matcher's; so are they with ``match.refine_patch``
+(:mod:`geomatch.pipeline.refine`).
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from geomatch.pipeline import cascade, gsd
+from geomatch.pipeline import cascade, gsd, refine
 from geomatch.pipeline.keypoints import Keypoints
 from geomatch.pipeline.score_table import (
     Evaluator,
     Windows,
     best_in_disk,
+    feature_views,
     local_maxima,
     peak_positions,
     ratio,
@@ -80,8 +82,11 @@ def match_points(optical: np.ndarray, sar: np.ndarray, opt_valid: np.ndarray, sa
     if w is None:
         return empty_matches()
     excl = float(cfg.exclusion_px) or float(max(1, int(cfg.coarse_step)))
+    settle_here = bool(cfg.refine_patch) and dense is not None and zoom == 1.0
     if dense is not None:
-        surface = cascade.surface(optical, opt_valid, sar, sar_valid, w, dense)
+        reach = int(cfg.refine_patch) // 2 + w.m + int(np.ceil(refine.REFINE_RADIUS_PX)) + 2 if settle_here else 0
+        views = feature_views(optical, opt_valid, sar, sar_valid, w, dense.features, dense.dense_context, reach)
+        surface = cascade.surface(w, dense, views)
     fit = None
     if cfg.mode == "cascade":
         table, n_evals, ratio_of, fit = cascade.cascade_table(w, surface, scorer, cfg, excl)
@@ -89,25 +94,42 @@ def match_points(optical: np.ndarray, sar: np.ndarray, opt_valid: np.ndarray, sa
         table, n_evals, ratio_of = cascade.dense_table(w, surface, excl)
     else:
         table, n_evals, ratio_of = _coarse_to_fine(w, scorer, cfg, excl)
-    df = _finish(w, table, n_evals, ratio_of, keypoints.response, fit)
+    settle = None
+    if settle_here:  # the larger template reads the features the search computed
+
+        def settle(peak):
+            return refine.settle(views, w.xy, w.xy + w.shift + peak, int(cfg.refine_patch), refine.REFINE_RADIUS_PX,
+                                 dense)
+
+    df = _finish(w, table, n_evals, ratio_of, keypoints.response, fit, settle)
     if zoom > gsd.REFINE_ABOVE and len(df):
         df = gsd.refine_native(optical, sar, opt_valid, sar_valid, df, initial_affine, int(scorer.patch_size),
                                zoom, cfg)
+    if cfg.refine_patch and not settle_here:  # no features to share (network alone; or zoomed patches)
+        df = refine.refine_positions(optical, sar, opt_valid, sar_valid, df, initial_affine, int(cfg.refine_patch),
+                                     refine.REFINE_RADIUS_PX, cfg.proposer)
     return df
 
 
 def _finish(w: Windows, table: np.ndarray, n_evals: np.ndarray, ratio_of, response: np.ndarray,
-            fit: np.ndarray | None = None) -> pd.DataFrame:
+            fit: np.ndarray | None = None, settle=None) -> pd.DataFrame:
     """The best offset in the disk, its sub-pixel fit on ``fit`` (default: the table), its ratio; keypoints never
-    scored dropped."""
+    scored dropped. ``settle(peaks (N, 2) offsets) -> (offsets from them, measured)``: the position re-read
+    there instead (:func:`geomatch.pipeline.refine.settle`)."""
     n = len(w.xy)
     has, by, bx, tgt = peak_positions(w, table, fit)
+    refined = np.zeros(n, bool)
+    if settle is not None:
+        peak = np.column_stack([bx - w.m, by - w.m]).astype(np.float64)
+        offs, refined = settle(peak)
+        refined &= has
+        tgt = np.where(refined[:, None], w.p0 + (peak + offs) @ w.grid.T, tgt)
     best_score = table[np.arange(n), by, bx]
     out = pd.DataFrame({
         "ref_x": w.xy[:, 0], "ref_y": w.xy[:, 1], "tgt_x": tgt[:, 0], "tgt_y": tgt[:, 1],
         "score": best_score, "ratio": ratio_of(best_score, by, bx), "response": response[w.idx],
         "n_evals": n_evals.astype(np.int64), "init_dx": tgt[:, 0] - w.p0[:, 0], "init_dy": tgt[:, 1] - w.p0[:, 1],
-        "refined": np.zeros(n, bool),
+        "refined": refined,
     })
     return out[has].reset_index(drop=True)
 

@@ -66,7 +66,9 @@ def test_tiled_run_equals_single_window(pair):
     # The point cap applies per tile, so it is lifted here: what is compared is which points each tile owns and
     # how it selects them near its core's edge, not how many one cap lets through. Cells wider than the patch
     # reach make the halo's suppression-cell term matter (without it, 3 of 18 points differ).
-    dense = {"detect.max_points_per_tile": 1000, "detect.cell_size": 48}
+    # Settling off: its CFOG noise floor is set per view, so positions may move by ~1e-2 px between tilings
+    # (test_budget.py bounds that); everything else must be exact.
+    dense = {"detect.max_points_per_tile": 1000, "detect.cell_size": 48, "match.refine_patch": 0}
     single = run_pipeline(pair.optical, pair.sar, _cfg(**{"tiles.size": 1000}, **dense)).gdf
     tiled = run_pipeline(pair.optical, pair.sar, _cfg(**{"tiles.size": 37}, **dense)).gdf  # odd: seams everywhere
     assert len(single) == len(tiled) > 5
