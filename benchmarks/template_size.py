@@ -4,7 +4,7 @@
 
 The validation tiles of network_thresholds.py (volkov-s1s2 scenes with a crop truth, then N_3MOS 3mos tiles of
 the patch set's val split; never a reported pair). One default-config run per tile and size with the `cfog`
-matcher searching alone (`match.params.patch_size`), its own "auto" thresholds. Per tile: kept points, points
+matcher searching alone (`match.params.patch_size`, no settling), its own "auto" thresholds. Per tile: kept points, points
 under 1 px, median error, match-stage seconds. Writes template_size.json and template_size.md. What it chose:
 ``match.refine_patch`` (geomatch.pipeline.refine), the larger template used only to settle positions.
 """
@@ -28,7 +28,8 @@ def measure(with_3mos: int, sizes: list[int]) -> dict:
     for sid, optical, sar, errors, extra in nt.built_pairs(with_3mos):
         for p in sizes:
             cfg = config.load("default", {"write.plot": False, **extra, "match.mode": "search",
-                                          "match.plugin": "cfog", "match.params": {"patch_size": p}})
+                                          "match.plugin": "cfog", "match.params": {"patch_size": p},
+                                          "match.refine_patch": 0})
             res = run_mod.run_pipeline(str(optical), str(sar), cfg)
             e = np.asarray(errors(res.gdf[res.gdf["outlier"] == 0]), float)
             out.setdefault(sid, {})[str(p)] = {"kept": len(e), "under_1px": int((e < 1).sum()),
