@@ -4,9 +4,10 @@
 
 The validation tiles of network_thresholds.py (volkov-s1s2 scenes with a crop truth, then N_3MOS 3mos tiles of
 the patch set's val split; never a reported pair). One default-config run per tile and size with the `cfog`
-matcher searching alone (`match.params.patch_size`, no settling), its own "auto" thresholds. Per tile: kept points, points
-under 1 px, median error, match-stage seconds. Writes template_size.json and template_size.md. What it chose:
-``match.refine_patch`` (geomatch.pipeline.refine), the larger template used only to settle positions.
+matcher searching alone (`match.params.patch_size`, no settling), its own "auto" thresholds. Per tile: kept
+points, points under 1 px, median error, match-stage seconds. Writes template_size.json and template_size.md.
+What it led to: ``match.refine_patch`` (geomatch.pipeline.refine), the larger template used only to settle
+positions.
 """
 
 import json

@@ -95,7 +95,7 @@ class MatchConfig:
     cascade_weight: float = 0.25
     # peak: network on the top_k peak centres, fit on the proposer; block: their 3x3 too, fit on the mix
     cascade_verify: str = "peak"
-    # Positions re-found by the proposer with a refine_patch x refine_patch template within 2 px of each match
+    # Positions settled by the proposer with a refine_patch x refine_patch template within 1 px of each match
     # (geomatch.pipeline.refine); 0: the search's own positions
     refine_patch: int = 0
     # Scale-aware patches (geomatch.pipeline.gsd): "auto" samples patches at the weights' training GSD when the

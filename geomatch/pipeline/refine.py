@@ -4,10 +4,11 @@ Two uses, one core (:func:`settle`):
 
 - ``match.refine_patch = P`` (any mode): the search decided WHERE the match is with the network's patch (64
   px); the position is then re-read off a P x P template's correlation within one pixel of the chosen peak.
-  Why: a position read off a 64 px surface is noisy, and a larger template averages more structure. Chosen on
-  the validation tiles (`benchmarks/refine_patch.md`): a search with CFOG alone at 64 / 96 / 128 px gives a
-  median of the tiles' median errors of 1.02 / 0.95 / 0.79 px but loses points near image edges and on small
-  scenes; settling keeps the search's points and decisions and moves only the positions. In the dense and
+  Why: a position read off a 64 px surface is noisy, and a larger template averages more structure: a search
+  with CFOG alone at 64 / 96 / 128 px gives a median of the validation tiles' median errors of 1.02 / 0.95 /
+  0.79 px but loses points near image edges and on small scenes (`benchmarks/template_size.md`); settling keeps
+  the search's points and decisions and moves only the positions. 96 px chosen on those tiles
+  (`benchmarks/refine_patch.md`). In the dense and
   cascade modes it reads the features the search computed (no second pass over the images).
 - after a search at zoom z > ``gsd.REFINE_ABOVE`` (scale-aware patches): at full resolution with the
   matcher's own patch size, within ``ceil(z) + 1`` pixels (:func:`refine_positions`, from

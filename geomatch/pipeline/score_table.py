@@ -68,7 +68,7 @@ def sample_windows(optical, sar, opt_valid, sar_valid, xy, initial_affine, p: in
     """Cut every keypoint's patch and search window (through ``zoom`` times A's linear part); None when none is
     usable. ``radius`` is in optical pixels; ``p0`` (N, 2) centres the windows elsewhere than at A p (the
     refinements around found positions); ``pixels=False`` leaves ``opt`` and ``sar`` as zeros of their shapes
-    (a dense matcher reads its features from the images, :func:`feature_crops`, never these)."""
+    (a dense matcher reads its features from the images, :func:`feature_views`, never these)."""
     n = len(xy)
     z = float(zoom)
     r = max(min(radius, 2.0), radius / z)  # patch pixels; at z = 1 exactly the radius
@@ -148,12 +148,6 @@ def feature_views(optical, opt_valid, sar, sar_valid, w: Windows, features, marg
         fo = features(view, ok)
     view, view_ok, lo = _view(sar, sar_valid, xy + w.shift, w.affine, z, max(win // 2, reach) + margin)
     return FeatureViews(fo, ok, olo, features(view, view_ok), view_ok, lo)
-
-
-def feature_crops(optical, opt_valid, sar, sar_valid, w: Windows, features, margin: int):
-    """Feature patches (N, C, P, P) and feature windows (N, C, W, W) of the keypoints (:func:`feature_views`)."""
-    views = feature_views(optical, opt_valid, sar, sar_valid, w, features, margin)
-    return views.crops(w.xy / w.zoom, w.opt.shape[-1], w.xy / w.zoom + w.shift, w.sar.shape[-1])
 
 
 def _view(image, valid, pos, affine, z: float, reach: int):

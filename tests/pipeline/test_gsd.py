@@ -16,7 +16,7 @@ from geomatch.models.weights import shipped_weights
 from geomatch.pipeline import gsd
 from geomatch.pipeline.cfog_features import box_sums
 from geomatch.pipeline.patches import antialias_sigma, sample_patches
-from geomatch.pipeline.score_table import feature_crops, sample_windows
+from geomatch.pipeline.score_table import feature_views, sample_windows
 from geomatch.pipeline.search import match_points
 from geomatch_plugins.detectors.corners import Harris
 
@@ -75,7 +75,7 @@ def test_zoom_one_samples_exactly_as_before():
         return np.stack([img * ok, np.gradient(img, axis=1) * ok]) / (img[ok].mean() + 1.0)
 
     w = sample_windows(opt, sar, opt_ok, sar_ok, xy, a, PATCH, 6.0)
-    opt_f, sar_f = feature_crops(opt, opt_ok, sar, sar_ok, w, feats, 4)
+    opt_f, sar_f = feature_views(opt, opt_ok, sar, sar_ok, w, feats, 4).crops(w.xy, PATCH, w.xy, w.sar.shape[-1])
     assert np.array_equal(opt_f, np.stack([sample_patches(ch, w.xy, PATCH) for ch in feats(opt, opt_ok)], 1))
     win = w.sar.shape[-1]
     lo = np.floor(w.xy.min(0)) - win // 2 - 4
