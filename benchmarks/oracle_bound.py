@@ -66,7 +66,8 @@ def shared_error(a: dict, b: dict, within: float = 3.0) -> float | None:
     """Correlation of two rows' signed errors at the keypoints both found within ``within`` px of the truth
     (x and y pooled): the part of the error that choosing between their positions (or averaging them) cannot
     remove. It comes from the image (both see the same structures: 0.19 for NCC and CFOG on the GeFolki pair,
-    whose truth is exact) and from the truth itself where the alignment estimate is off."""
+    whose truth is exact, before positions were settled; settled by one template, 0.23), from a settling step
+    they share, and from the truth itself where the alignment estimate is off."""
     keys = [tuple(np.round(p["ref"], 1).tolist()) for p in (a, b)]
     ka = {k: d for k, d, e in zip(map(tuple, keys[0]), a["d"], a["err"], strict=True) if e < within}
     pairs = [(ka[k], d) for k, d, e in zip(map(tuple, keys[1]), b["d"], b["err"], strict=True)
