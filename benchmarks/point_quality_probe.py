@@ -36,8 +36,8 @@ def ct(w, prop, scorer, cfg, excl):
     return table, n_evals, ratio_of, fit
 
 
-def finish(w, table, n_evals, ratio_of, response, fit=None):
-    df = _orig_finish(w, table, n_evals, ratio_of, response, fit)
+def finish(w, table, n_evals, ratio_of, response, fit=None, settle=None):
+    df = _orig_finish(w, table, n_evals, ratio_of, response, fit, settle)
     n, g = len(w.xy), w.g
     has = np.isfinite(table.reshape(n, -1)).any(1)
     by, bx = np.unravel_index(st.best_in_disk(table, w.in_disk), (g, g))
@@ -80,7 +80,8 @@ def main(with_3mos, sets, out_path):
     out = {}
     for sid, optical, sar, errors, extra in nt.built_pairs(with_3mos):
         cfg = config.load(
-            "default", {"write.plot": False, **extra, "filter.min_score": -1.0, "filter.max_ratio": 1.0, **sets}
+            "default", {"write.plot": False, **extra, "filter.min_score": -1.0, "filter.max_ratio": 1.0,
+                        "match.refine_patch": 0, **sets}  # recorded before settling
         )
         res = run_mod.run_pipeline(str(optical), str(sar), cfg)
         g = res.gdf

@@ -65,8 +65,8 @@ def ncc_table(w, by, bx, r=1):
     return out
 
 
-def finish(w, table, n_evals, ratio_of, response, fit=None):
-    df = _orig(w, table, n_evals, ratio_of, response, fit)
+def finish(w, table, n_evals, ratio_of, response, fit=None, settle=None):
+    df = _orig(w, table, n_evals, ratio_of, response, fit, settle)
     n, g = len(w.xy), w.g
     has = np.isfinite(table.reshape(n, -1)).any(1)
     by, bx = np.unravel_index(st.best_in_disk(table, w.in_disk), (g, g))
@@ -94,7 +94,7 @@ search._finish = finish
 
 
 def main(with_3mos=12, sets=None):
-    sets = sets or {}
+    sets = {"match.refine_patch": 0, **(sets or {})}  # recorded before settling: positions at the search's peaks
     allres = {}
     for sid, optical, sar, errors, extra in nt.built_pairs(with_3mos):
         cfg = config.load("default", {"write.plot": False, **extra, **sets})
