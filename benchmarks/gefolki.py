@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gefolki_fixture import build_gefolki, error_stats, gefolki_errors
 
-from geomatch import config
+from geomatch import config, config_text
 from geomatch.pipeline.run import run_pipeline
 
 DATA = Path(os.environ.get("GEOMATCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="STAGE.KEY=VALUE")
     ap.add_argument("--json", help="write the result here")
     a = ap.parse_args()
-    out = evaluate(a.matcher, a.weights, a.pipeline, config.parse_set_options(a.sets))
+    out = evaluate(a.matcher, a.weights, a.pipeline, config_text.parse_set_options(a.sets))
     print(json.dumps(out, indent=2))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from cascade import DATA, WARP, _affine, _write_tif, run_row  # noqa: E402
 
-from geomatch import config, registry  # noqa: E402
+from geomatch import config, config_text, registry  # noqa: E402
 from geomatch.errors import InputError  # noqa: E402
 from geomatch.fileio import sha256_file  # noqa: E402
 from geomatch.models.weights import resolve_weights  # noqa: E402
@@ -231,7 +231,7 @@ def parse_row(text: str) -> tuple[str, dict]:
     name, _, sets = text.partition("=")
     if not name or not sets:
         raise InputError(f"--row {text!r}: expected NAME=STAGE.KEY=VALUE[,...], e.g. rrlnet-new=match.weights=PATH")
-    return name, config.parse_set_options(sets.split(","), "--row")
+    return name, config_text.parse_set_options(sets.split(","), "--row")
 
 
 def row_identity(sets: dict) -> dict:

@@ -186,9 +186,9 @@ def main() -> None:
     ap.add_argument("--table", metavar="JSON", help="print the Markdown table of a results file and exit")
     ap.add_argument("--child", nargs=4, metavar=("OPTICAL", "SAR", "SIZE", "MATCHER"), help=argparse.SUPPRESS)
     a = ap.parse_args()
-    from geomatch import config
+    from geomatch import config_text
 
-    sets = config.parse_set_options(a.sets)
+    sets = config_text.parse_set_options(a.sets)
     if a.table:
         print(table(json.loads(Path(a.table).read_text())["runs"]))
         return

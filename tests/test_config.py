@@ -2,7 +2,7 @@
 
 import pytest
 
-from geomatch import config
+from geomatch import config, config_text
 from geomatch.errors import ConfigError
 
 
@@ -67,10 +67,10 @@ def test_missing_toml_file():
 
 
 def test_set_options_parse_toml_values():
-    parsed = config.parse_set_options(["match.search_radius=24", "detect.plugin=shi-tomasi", "pair.sar_bands=[2]"])
+    parsed = config_text.parse_set_options(["match.search_radius=24", "detect.plugin=shi-tomasi", "pair.sar_bands=[2]"])
     assert parsed == {"match.search_radius": 24, "detect.plugin": "shi-tomasi", "pair.sar_bands": [2]}
     with pytest.raises(ConfigError, match="expected STAGE.KEY=VALUE"):
-        config.parse_set_options(["nonsense"])
+        config_text.parse_set_options(["nonsense"])
     with pytest.raises(ConfigError, match="must look like STAGE.KEY"):
         config.build({}, {"radius": 3})
 
@@ -80,5 +80,5 @@ def test_config_is_frozen_and_round_trips_through_toml(tmp_path):
     with pytest.raises(AttributeError):
         cfg.match.search_radius = 3  # type: ignore[misc]
     path = tmp_path / "resolved.toml"
-    path.write_text(config.to_toml(cfg))
+    path.write_text(config_text.to_toml(cfg))
     assert config.load(str(path)) == cfg

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from geomatch import config
+from geomatch import config, config_text
 from geomatch.errors import GeomatchError, InputError
 
 REQUIRED = ("optical", "sar", "output")
@@ -48,7 +48,7 @@ class BatchPair:
 
     @property
     def pipeline_toml(self) -> str:
-        return config.to_toml(self.cfg)
+        return config_text.to_toml(self.cfg)
 
 
 def _rows(path: Path) -> list[tuple[str, dict]]:
@@ -82,7 +82,7 @@ def _rows(path: Path) -> list[tuple[str, dict]]:
         # A column without a dot is a field (unknown ones are reported below); one with a dot is an override.
         row = {k: v for k, v in cells.items() if "." not in k and v}
         dotted = {k: v for k, v in cells.items() if "." in k and v}
-        row["set"] = config.parse_set_options([f"{k}={v}" for k, v in dotted.items()])
+        row["set"] = config_text.parse_set_options([f"{k}={v}" for k, v in dotted.items()])
         rows.append((f"{path} line {line}", row))
     return rows
 

@@ -39,11 +39,11 @@ def batch(manifest, pipeline, sets, matcher, scheduler, summary_path, overwrite,
       geomatch batch pairs.json --matcher ncc --summary report.gpkg
       geomatch batch pairs.csv --scheduler tcp://10.0.0.5:8786
     """
-    from geomatch import config, preflight
+    from geomatch import config_text, preflight
     from geomatch.batch.manifest import read_manifest
     from geomatch.batch.runner import FAILED, check_summary, default_summary_path, run_batch, write_summary
 
-    overrides = config.parse_set_options(sets)
+    overrides = config_text.parse_set_options(sets)
     if matcher:
         overrides["match.plugin"] = matcher
     pairs = read_manifest(manifest, pipeline, overrides)

@@ -32,7 +32,7 @@ def evaluate(model_name, weights, dataset, data_dir, params, subsets, batch_size
       geomatch evaluate --weights runs/train/best.pt --dataset vis-nir --data-dir data/vis-nir --roc roc.png
       geomatch evaluate --model ncc --dataset data/vis-nir-patches --json
     """
-    from geomatch.config import parse_set_options
+    from geomatch.config_text import parse_set_options
     from geomatch.training.evaluate import evaluate as run_evaluation
     from geomatch.training.evaluate import format_table
 

@@ -2,7 +2,7 @@
 
 import click
 
-from geomatch import config
+from geomatch import config, config_text
 from geomatch.cli.options import emit_json, json_opt
 
 
@@ -30,8 +30,8 @@ def list_(as_json):
 @json_opt
 def show(name, sets, as_json):
     """Print the resolved pipeline NAME (a shipped name or a .toml path) after defaults and overrides."""
-    cfg = config.load(name, config.parse_set_options(sets))
+    cfg = config.load(name, config_text.parse_set_options(sets))
     if as_json:
         emit_json(cfg.as_dict())
     else:
-        click.echo(config.to_toml(cfg), nl=False)
+        click.echo(config_text.to_toml(cfg), nl=False)

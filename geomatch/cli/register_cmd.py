@@ -51,12 +51,12 @@ def register(optical, sar, output, tiepoints, order, resampling, dst_nodata, com
       geomatch register --optical S2.tif --sar S1.tif -o S1_on_S2.tif
       geomatch register --optical S2.tif --sar S1.tif --tiepoints tp.gpkg --order 2 -o S1_on_S2.tif
     """
-    from geomatch import config
+    from geomatch import config, config_text
     from geomatch.pipeline.register import register as do_register
 
     cfg = None
     if tiepoints is None:
-        overrides = config.parse_set_options(sets)
+        overrides = config_text.parse_set_options(sets)
         if device != "auto":
             overrides["match.device"] = device
         cfg = config.load(pipeline, overrides)

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from geomatch import config
+from geomatch import config, config_text
 from geomatch.cli.options import (
     RegistryChoice,
     device_opt,
@@ -94,7 +94,7 @@ def run(pipeline, optical, sar, output, fmt, optical_bands, sar_bands, optical_n
                        ("match.device", None if device == "auto" else device)):
         if value is not None:
             overrides[key] = value
-    overrides.update(config.parse_set_options(sets))
+    overrides.update(config_text.parse_set_options(sets))
     cfg = config.load(pipeline, overrides)
     from geomatch import preflight  # after the config: a bad value answers before even pandas is imported
 

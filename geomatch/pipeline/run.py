@@ -18,7 +18,7 @@ import dask
 import numpy as np
 import pandas as pd
 
-from geomatch import __version__, config, preflight, process_limits, registry
+from geomatch import __version__, config, config_text, preflight, process_limits, registry
 from geomatch.models.runtime import Scorer, build_scorer
 from geomatch.pipeline import budget, thresholds
 from geomatch.pipeline.affinetools import bbox_window, shift_affine, to_global
@@ -256,7 +256,7 @@ def run_pipeline(optical, sar, cfg: config.PipelineConfig, output=None, *, sched
         "run_id": uuid.uuid4().hex,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "geomatch_version": __version__,
-        "pipeline_toml": config.to_toml(given),
+        "pipeline_toml": config_text.to_toml(given),
         "inputs": pair.describe(),
         "scorer": scorer.describe(),  # resolved: the file may say weights/device "auto"
         "versions": _versions(),
